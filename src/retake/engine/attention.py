@@ -1,0 +1,64 @@
+"""The language model's attention function while the engine runs it.
+
+Registered with transformers' ``AttentionInterface`` under :data:`ATTENTION_NAME` and
+selected for the text model only (``attn_implementation={"text_config": ATTENTION_NAME}``),
+so no model forward is replaced. Called with ``retake_ctx`` (an engine step context) it:
+
+1. lets the context observe the layer's post-RoPE queries and full keys (methods score
+   tokens from them; nothing of size queries x cache is materialised for that);
+2. runs SDPA with causal alignment at the bottom-right corner: query i of ``q_len`` sees key
+   j iff ``j <= k_len - q_len + i``. Layers may hold caches of different lengths; each
+   layer's mask follows its own ``k_len``.
+
+Called without ``retake_ctx`` it is plain transformers SDPA with the model's own mask, so
+a model loaded by :func:`retake.models.load_adapter` still works as an ordinary model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
+
+ATTENTION_NAME = "retake_sdpa"
+_registered = False
+
+
+def causal_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float | None) -> torch.Tensor:
+    """SDPA, bottom-right causal. query ``[B, H, q, d]``, key/value ``[B, H_kv, k, d]``
+    (grouped-query heads allowed). Returns ``[B, H, q, d]``."""
+    q_len, k_len = query.shape[-2], key.shape[-2]
+    if k_len < q_len:
+        raise ValueError(f"attention with more queries ({q_len}) than keys ({k_len})")
+    gqa = query.shape[1] != key.shape[1]
+    if q_len == 1:
+        mask, is_causal = None, False  # the newest token sees everything
+    elif q_len == k_len:
+        mask, is_causal = None, True
+    else:
+        mask, is_causal = causal_lower_right(q_len, k_len), False
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=gqa)
+
+
+def retake_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, retake_ctx=None, **kwargs):
+    if retake_ctx is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    retake_ctx.observe(module.layer_idx, query, key, value, scaling)
+    out = causal_sdpa(query, key, value, scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_attention() -> None:
+    """Make :data:`ATTENTION_NAME` known to transformers (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION_NAME, retake_attention)
+    # used only when the model runs outside the engine (no retake_ctx): ordinary SDPA masks
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+    _registered = True

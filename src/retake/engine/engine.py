@@ -1,0 +1,217 @@
+"""Chunked prefill with per-chunk KV compression (spec §2), batch size 1.
+
+1. prefill the prefix (system prompt, user header, vision start) uncompressed;
+2. encode the video in bounded batches of grid steps, show the method the plan;
+3. per chunk of ``chunk_frames`` frames: run ``[chunk ; guide]`` through the model, chunk
+   tokens at their own positions, the guide right after the chunk (its ids shifted so its
+   first temporal id is the chunk's max id + 1); every layer attends over its own
+   (compressed) cache plus the causal part of the input; then the method picks, per
+   layer, the chunk tokens to keep and the guide's entries are dropped;
+4. prefill the suffix at its original positions;
+5. decode greedily, positions continuing from max position + 1.
+
+The video's visual embeddings ``[N_v, hidden]`` are computed before prefill and kept until
+it ends (methods allocate budgets from them); vision activations are bounded by
+``vision_batch_steps``. Everything else held is the cache plus one chunk's activations.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..methods.base import ChunkSpan, LayerView, Method, VideoPlan
+from ..models.base import Prompt, VideoInputs, VideoLMAdapter
+from .cache import CompressibleCache
+
+
+@dataclass
+class EngineConfig:
+    chunk_frames: int = 32
+    max_context: int = 16384
+    max_new_tokens: int = 128
+    max_guide_tokens: int | None = None
+    vision_batch_steps: int = 16
+
+    def __post_init__(self):
+        if self.chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
+        if self.max_context < 1:
+            raise ValueError(f"max_context must be >= 1, got {self.max_context}")
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.max_guide_tokens is not None and self.max_guide_tokens < 1:
+            raise ValueError(f"max_guide_tokens must be >= 1 or None, got {self.max_guide_tokens}")
+
+
+@dataclass
+class EngineOutput:
+    tokens: list[int]
+    first_logits: torch.Tensor  # [vocab] next-token logits after the suffix, fp32 on CPU
+    video_tokens: int
+    text_tokens: int
+    kept_video_tokens_per_layer: list[int]
+    kv_tokens_per_layer: list[int]  # after prefill
+    kv_tokens_per_layer_final: list[int]  # after decoding
+    kv_cache_bytes: int  # after prefill
+    keep_ratio: float
+    vision_seconds: float
+    prefill_seconds: float  # vision encoding included
+    decode_seconds: float
+    peak_memory_bytes: int | None  # accelerator peak during the run; None on CPU
+    stats: dict = field(default_factory=dict)
+
+
+class _StepContext:
+    """Passed to the attention function of every layer as ``retake_ctx``."""
+
+    def __init__(self, method: Method | None = None, chunk: ChunkSpan | None = None, n: int = 0, g: int = 0, rope=None):
+        self.method, self.chunk, self.n, self.g, self._rope, self._cs = method, chunk, n, g, rope, None
+
+    def rope(self):
+        if self._cs is None:
+            self._cs = self._rope()
+        return self._cs
+
+    def observe(self, layer: int, query, key, value, scaling) -> None:
+        if self.method is None or not self.method.observes:
+            return
+        view = LayerView(
+            layer=layer, chunk=self.chunk, query=query[0], key=key[0], value=value[0],
+            num_chunk=self.n, num_guide=self.g, scaling=scaling, rope=self.rope,
+        )
+        self.method.observe(view)
+
+
+PLAIN = _StepContext()
+
+
+def chunk_spans(step_token_offsets: list[int], steps_per_chunk: int) -> list[ChunkSpan]:
+    n_steps = len(step_token_offsets) - 1
+    spans = []
+    for i, a in enumerate(range(0, n_steps, steps_per_chunk)):
+        b = min(n_steps, a + steps_per_chunk)
+        spans.append(ChunkSpan(i, a, b, step_token_offsets[a], step_token_offsets[b]))
+    return spans
+
+
+def keep_ratio(max_context: int, num_text: int, num_video: int) -> float:
+    """Global video keep ratio r = min(1, (C - n_text) / N_v) (spec §1)."""
+    room = max_context - num_text
+    if room < 1:
+        raise ValueError(f"max_context={max_context} leaves no room for video: the text alone is {num_text} tokens")
+    return min(1.0, room / max(1, num_video))
+
+
+class Engine:
+    def __init__(self, adapter: VideoLMAdapter, config: EngineConfig | None = None):
+        self.adapter = adapter
+        self.config = config or EngineConfig()
+
+    def _sync(self):
+        if self.adapter.device.type == "cuda":
+            torch.cuda.synchronize(self.adapter.device)
+
+    @torch.no_grad()
+    def run(self, video: VideoInputs, prompt: Prompt, method: Method) -> EngineOutput:
+        ad, cfg = self.adapter, self.config
+        cuda = ad.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(ad.device)
+        if cfg.chunk_frames % video.frames_per_step:
+            raise ValueError(f"chunk_frames={cfg.chunk_frames} is not a multiple of {video.frames_per_step} frames per grid step")
+        ids, pos = prompt.input_ids, prompt.position_ids
+        vs, ve = prompt.video_start, prompt.video_end
+        n_text, n_video = prompt.num_text_tokens, ve - vs
+        r = keep_ratio(cfg.max_context, n_text, n_video)
+        cache = CompressibleCache()
+        t0 = time.perf_counter()
+
+        # 1. prefix
+        ad.forward_embeds(ad.embed(ids[:vs]), pos[:, :vs], cache, retake_ctx=PLAIN)
+
+        # 2. vision
+        tv = time.perf_counter()
+        features = ad.encode_video(video, batch_steps=cfg.vision_batch_steps)
+        self._sync()
+        vision_seconds = time.perf_counter() - tv
+        chunks = chunk_spans(video.step_token_offsets, cfg.chunk_frames // video.frames_per_step)
+        plan = VideoPlan(
+            num_layers=ad.num_layers, chunks=chunks, keep_ratio=r, max_context=cfg.max_context,
+            num_video_tokens=n_video, num_text_tokens=n_text, tokens_per_step=video.tokens_per_step,
+            step_token_offsets=video.step_token_offsets, features=features,
+        )
+        method.begin(plan)
+
+        # 3. chunks (+ guide)
+        g0 = ve if cfg.max_guide_tokens is None else max(ve, ids.shape[0] - cfg.max_guide_tokens)
+        guide_ids, guide_pos = ids[g0:], pos[:, g0:]
+        use_guide = method.uses_guide and guide_ids.numel() > 0
+        guide_emb = ad.embed(guide_ids) if use_guide else None
+        g = int(guide_ids.numel()) if use_guide else 0
+        kept = [0] * ad.num_layers
+        for chunk in chunks:
+            x = features[chunk.token_start : chunk.token_end].unsqueeze(0)
+            p = pos[:, vs + chunk.token_start : vs + chunk.token_end]
+            if use_guide:
+                shift = int(p.max()) + 1 - int(guide_pos[0, 0])
+                x = torch.cat([x, guide_emb], dim=1)
+                p = torch.cat([p, guide_pos + shift], dim=1)
+            before = cache.lengths()
+            ctx = _StepContext(method, chunk, chunk.num_tokens, g, rope=lambda p=p, x=x: ad.rope(p, x))
+            ad.forward_embeds(x, p, cache, retake_ctx=ctx)
+            selection = method.select(chunk)
+            if len(selection) != ad.num_layers:
+                raise RuntimeError(f"method {method.name!r} returned {len(selection)} selections for {ad.num_layers} layers")
+            for layer, index in enumerate(selection):
+                end = before[layer] + chunk.num_tokens
+                cache.truncate(layer, end)  # the guide's entries go
+                if index is not None:
+                    cache.keep(layer, before[layer], index)
+                    kept[layer] += int(index.numel())
+                else:
+                    kept[layer] += chunk.num_tokens
+
+        # 4. suffix
+        h = ad.forward_embeds(ad.embed(ids[ve:]), pos[:, ve:], cache, retake_ctx=PLAIN)
+        first_logits = ad.logits(h[0, -1]).float()
+        self._sync()
+        prefill_seconds = time.perf_counter() - t0
+        kv_prefill = cache.lengths()
+        kv_bytes = cache.nbytes()
+
+        # 5. greedy decode
+        td = time.perf_counter()
+        tokens: list[int] = []
+        eos = set(ad.eos_token_ids)
+        next_pos = int(pos.max()) + 1
+        logits = first_logits
+        rows = pos.shape[0]
+        for _ in range(cfg.max_new_tokens):
+            tok = int(logits.argmax())
+            tokens.append(tok)
+            if tok in eos or len(tokens) == cfg.max_new_tokens:
+                break
+            p = torch.full((rows, 1), next_pos, dtype=torch.long)
+            h = ad.forward_embeds(ad.embed(torch.tensor([tok])), p, cache, retake_ctx=PLAIN)
+            logits = ad.logits(h[0, -1]).float()
+            next_pos += 1
+        self._sync()
+        decode_seconds = time.perf_counter() - td
+        return EngineOutput(
+            tokens=tokens,
+            first_logits=first_logits.cpu(),
+            video_tokens=n_video,
+            text_tokens=n_text,
+            kept_video_tokens_per_layer=kept,
+            kv_tokens_per_layer=kv_prefill,
+            kv_tokens_per_layer_final=cache.lengths(),
+            kv_cache_bytes=kv_bytes,
+            keep_ratio=r,
+            vision_seconds=vision_seconds,
+            prefill_seconds=prefill_seconds,
+            decode_seconds=decode_seconds,
+            peak_memory_bytes=int(torch.cuda.max_memory_allocated(ad.device)) if cuda else None,
+        )

@@ -1,0 +1,29 @@
+"""Compression methods, by the name used everywhere (config, results, tables)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .base import ChunkSpan, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
+from .none import NoCompression
+
+METHODS: dict[str, type[Method]] = {
+    NoCompression.name: NoCompression,
+}
+
+
+def get_method(name: str, **params) -> Method:
+    """Build a method by name; unknown names and parameters fail with the valid choices."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid choices: {', '.join(sorted(METHODS))}")
+    cls = METHODS[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    bad = sorted(set(params) - fields)
+    if bad:
+        raise ValueError(
+            f"method {name!r} has no parameter(s) {', '.join(bad)}; valid: {', '.join(sorted(fields)) or '(none)'}"
+        )
+    return cls(**params)
+
+
+__all__ = ["METHODS", "ChunkSpan", "LayerView", "Method", "VideoPlan", "budget_tokens", "get_method", "topk_sorted"]

@@ -1,0 +1,147 @@
+"""The method interface: what the engine tells a compression method and asks of it.
+
+The engine calls, per video:
+
+1. ``begin(plan)`` once before prefill, with the chunk layout, the global keep ratio and
+   the video's visual embeddings (for temporal allocation / frame redundancy);
+2. for each chunk, while the chunk (plus the guide, if ``uses_guide``) passes the model,
+   ``observe(view)`` in every layer: ``view`` exposes that layer's post-RoPE queries and
+   keys of the current input and helpers for the usual scores;
+3. after the chunk has passed all layers, ``select(chunk)``: per layer, the sorted indices
+   of the chunk's tokens to keep (``None`` keeps all). The engine then drops the guide's
+   entries and compresses the cache.
+
+A method never calls the engine and knows no model family.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+
+
+@dataclass(frozen=True)
+class ChunkSpan:
+    """Chunk ``index`` covers grid steps ``[step_start, step_end)``, i.e. video tokens
+    ``[token_start, token_end)`` (offsets inside the video span)."""
+
+    index: int
+    step_start: int
+    step_end: int
+    token_start: int
+    token_end: int
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_end - self.token_start
+
+
+@dataclass
+class VideoPlan:
+    """What a method knows before prefill.
+
+    features: visual embeddings ``[N_v, hidden]`` (LLM space, after the merger).
+    step_token_offsets: ``[num_steps + 1]`` token offset of each grid step.
+    keep_ratio: global video keep ratio r = min(1, (max_context - text) / N_v) (spec §1).
+    """
+
+    num_layers: int
+    chunks: list[ChunkSpan]
+    keep_ratio: float
+    max_context: int
+    num_video_tokens: int
+    num_text_tokens: int
+    tokens_per_step: int
+    step_token_offsets: list[int]
+    features: torch.Tensor
+
+    def step_features(self) -> torch.Tensor:
+        """Mean visual token of every grid step, ``[num_steps, hidden]``."""
+        off = self.step_token_offsets
+        return torch.stack([self.features[off[s] : off[s + 1]].float().mean(0) for s in range(len(off) - 1)])
+
+
+@dataclass
+class LayerView:
+    """One layer's view of the current input (chunk tokens, then guide tokens).
+
+    query: ``[H, n + g, d]`` post-RoPE queries of the input.
+    key, value: ``[H_kv, k, d]`` the layer's whole cache including the input (last n + g).
+    cos, sin: ``[n + g, d]`` the rotation applied to the input's queries and keys.
+    """
+
+    layer: int
+    chunk: ChunkSpan
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    num_chunk: int
+    num_guide: int
+    scaling: float
+    rope: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def cache_len(self) -> int:
+        """Entries held before this chunk."""
+        return self.key.shape[-2] - self.num_chunk - self.num_guide
+
+    @property
+    def chunk_keys(self) -> torch.Tensor:
+        return self.key[:, self.cache_len : self.cache_len + self.num_chunk]
+
+    @property
+    def chunk_values(self) -> torch.Tensor:
+        return self.value[:, self.cache_len : self.cache_len + self.num_chunk]
+
+    @property
+    def chunk_queries(self) -> torch.Tensor:
+        return self.query[:, : self.num_chunk]
+
+    @property
+    def guide_queries(self) -> torch.Tensor:
+        return self.query[:, self.num_chunk :]
+
+    def attention(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """softmax(q k^T * scaling) over the given keys, grouped-query aware, fp32.
+        queries ``[H, q, d]``, keys ``[H_kv, k, d]`` -> ``[H, q, k]``."""
+        rep = queries.shape[0] // keys.shape[0]
+        k = keys.repeat_interleave(rep, dim=0) if rep > 1 else keys
+        return torch.softmax(queries.float() @ k.float().transpose(-1, -2) * self.scaling, dim=-1)
+
+    def guide_attention(self) -> torch.Tensor:
+        """Guide queries -> chunk keys, softmax over the chunk's keys only: ``[H, g, n]``."""
+        if self.num_guide == 0:
+            raise RuntimeError("this method needs the guide (uses_guide=True) but none was given")
+        return self.attention(self.guide_queries, self.chunk_keys)
+
+
+@dataclass
+class Method:
+    """Base class: a compression method is a dataclass of its hyper-parameters."""
+
+    name: ClassVar[str] = "base"
+    uses_guide: ClassVar[bool] = True  # append the guide (question) to every chunk
+    observes: ClassVar[bool] = True  # receive observe() calls
+
+    def begin(self, plan: VideoPlan) -> None:
+        self.plan = plan
+
+    def observe(self, view: LayerView) -> None:
+        pass
+
+    def select(self, chunk: ChunkSpan) -> list[torch.Tensor | None]:
+        raise NotImplementedError
+
+
+def topk_sorted(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` largest scores, in ascending (original) order."""
+    k = max(0, min(int(k), scores.shape[-1]))
+    return scores.topk(k, dim=-1).indices.sort(dim=-1).values
+
+
+def budget_tokens(ratio: float, n: int) -> int:
+    """``round(ratio * n)`` kept tokens, at least 1 and at most n."""
+    return min(n, max(1, int(math.floor(ratio * n + 0.5))))

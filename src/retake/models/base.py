@@ -1,0 +1,160 @@
+"""What the engine needs from a model family, and nothing about any compression method.
+
+An adapter turns frames into model-ready video inputs, builds the prompt, knows the
+family's position ids, runs the vision encoder in bounded batches, and runs the language
+model on embeddings with a given cache. The engine (``retake.engine``) drives it; methods
+(``retake.methods``) never see it.
+
+Position ids are always a ``[R, S]`` LongTensor: R = 3 rows (temporal, height, width) for
+M-RoPE families, R = 1 for 1-D RoPE. Text tokens have equal rows.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class VideoInputs:
+    """A video made ready for one model.
+
+    ``step_token_offsets[s]`` is the offset of grid step s's first token inside the video's
+    token span; the last entry is the span's length (it may include trailing tokens such as
+    a newline token, which then belong to the last step).
+    """
+
+    pixel_values: torch.Tensor
+    grid_thw: tuple[int, int, int]  # (grid steps, patch rows, patch cols)
+    num_frames: int
+    frames_per_step: int
+    tokens_per_step: int
+    step_token_offsets: list[int]
+    sampling_fps: float
+    timestamps: list[float]
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.step_token_offsets) - 1
+
+    @property
+    def num_tokens(self) -> int:
+        return self.step_token_offsets[-1]
+
+
+@dataclass
+class Prompt:
+    """The full (uncompressed) input: prefix text, video tokens, suffix text.
+
+    input_ids: ``[S]``; position_ids: ``[R, S]``; the video occupies ``[video_start, video_end)``.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    video_start: int
+    video_end: int
+
+    @property
+    def prefix_len(self) -> int:
+        return self.video_start
+
+    @property
+    def suffix_len(self) -> int:
+        return int(self.input_ids.shape[0]) - self.video_end
+
+    @property
+    def num_text_tokens(self) -> int:
+        return self.prefix_len + self.suffix_len
+
+
+class VideoLMAdapter(ABC):
+    """Interface between the engine and one model family (see module docstring)."""
+
+    model: torch.nn.Module
+    tokenizer: object
+
+    # -- inputs -------------------------------------------------------------------------
+    @abstractmethod
+    def prepare_video(self, frames: torch.Tensor, sampling_fps: float, timestamps: list[float]) -> VideoInputs:
+        """uint8 frames ``[T, 3, H, W]`` -> model inputs (normalised, patchified)."""
+
+    @abstractmethod
+    def build_prompt(self, question: str, video: VideoInputs, system_prompt: str | None = None) -> Prompt:
+        """Chat-template prompt with the video expanded to its tokens, and position ids."""
+
+    @abstractmethod
+    def encode_video(self, video: VideoInputs, batch_steps: int = 16) -> torch.Tensor:
+        """Visual embeddings ``[N_v, hidden]`` in LLM space, encoded ``batch_steps`` grid steps
+        at a time so that vision activations stay bounded."""
+
+    # -- language model -----------------------------------------------------------------
+    @property
+    @abstractmethod
+    def num_layers(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def eos_token_ids(self) -> list[int]: ...
+
+    @abstractmethod
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``[S]`` token ids -> ``[1, S, hidden]`` embeddings."""
+
+    @abstractmethod
+    def forward_embeds(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache, **attn_kwargs) -> torch.Tensor:
+        """Run the language model on ``[1, S, hidden]`` with ``[R, S]`` positions appending to
+        ``cache``; extra kwargs reach the attention function. Returns final-norm hidden states."""
+
+    @abstractmethod
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM head on ``[..., hidden]``."""
+
+    @abstractmethod
+    def rope(self, position_ids: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin ``[S, head_dim]`` for ``[R, S]`` positions, as the model applies them
+        (``x * cos + rotate_half(x) * sin``). Lets methods un-rotate or re-rotate keys."""
+
+    @classmethod
+    @abstractmethod
+    def from_loaded(cls, model, tokenizer, name_or_path: str) -> "VideoLMAdapter":
+        """Wrap a loaded model; read whatever else the family needs from ``name_or_path``."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``[..., S, D]`` by cos/sin ``[S, D]``."""
+    return x * cos + rotate_half(x) * sin
+
+
+def unapply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`apply_rope` (rotation by the negative angle)."""
+    return x * cos - rotate_half(x) * sin
+
+
+def load_chat_template(tokenizer, name_or_path: str) -> str | None:
+    """The tokenizer's template, else the processor's ``chat_template.json`` / ``.jinja``."""
+    if getattr(tokenizer, "chat_template", None):
+        return None  # the tokenizer's own is used
+    from transformers.utils import cached_file
+
+    for fname in ("chat_template.jinja", "chat_template.json"):
+        path = cached_file(name_or_path, fname, _raise_exceptions_for_missing_entries=False)
+        if path:
+            with open(path) as f:
+                text = f.read()
+            return json.loads(text)["chat_template"] if fname.endswith(".json") else text
+    raise ValueError(f"{name_or_path!r} has no chat template (tokenizer_config, chat_template.jinja or chat_template.json)")

@@ -1,0 +1,157 @@
+"""Tiny randomly initialised checkpoints of the supported architectures, fully offline.
+
+``write_tiny_model(arch, out_dir)`` writes a directory that ``from_pretrained`` (and so
+every ``--model`` option of this project) loads like a real checkpoint: ``config.json``,
+weights, a byte-level Qwen2 tokenizer with the chat special tokens and the Qwen2-VL chat
+template, ``preprocessor_config.json`` and ``generation_config.json``. The real code paths
+run on it; only the sizes are small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+TINY_ARCHS = ("qwen2_vl", "qwen2_5_vl")
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+# Qwen2-VL's chat template (the vision-id labels left out): default system prompt,
+# content lists with image / video / text parts.
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map (byte-level BPE alphabet)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def tiny_tokenizer():
+    """A byte-level ``Qwen2Tokenizer``: 256 byte tokens (no merges) + the chat special tokens."""
+    from transformers import Qwen2Tokenizer
+
+    vocab = {ch: i for i, ch in enumerate(sorted(_bytes_to_unicode().values(), key=lambda c: ord(c)))}
+    for tok in SPECIAL_TOKENS:
+        vocab[tok] = len(vocab)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None)
+    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    tok.chat_template = QWEN_VL_CHAT_TEMPLATE
+    return tok
+
+
+def tiny_config(arch: str, tokenizer, layers: int = 4, hidden: int = 64, heads: int = 4, kv_heads: int = 2):
+    if arch not in TINY_ARCHS:
+        raise ValueError(f"unknown tiny architecture {arch!r}; valid choices: {', '.join(TINY_ARCHS)}")
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    vocab = len(tokenizer)
+    head_dim = hidden // heads
+    quarter = head_dim // 2 // 4
+    text = dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=32768,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                         "mrope_section": [head_dim // 2 - 2 * quarter - quarter, quarter + quarter // 2, quarter + quarter - quarter // 2]},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    common = dict(
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    if arch == "qwen2_vl":
+        from transformers import Qwen2VLConfig
+
+        vision = dict(depth=2, embed_dim=32, hidden_size=hidden, num_heads=2, mlp_ratio=2,
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
+        return Qwen2VLConfig(text_config=text, vision_config=vision, **common)
+    from transformers import Qwen2_5_VLConfig
+
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
+                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
+                  window_size=56, fullatt_block_indexes=[1], tokens_per_second=2)
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
+
+
+def build_tiny_model(arch: str, seed: int = 0, **sizes):
+    """(model, tokenizer), weights drawn from ``seed``."""
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+
+    tok = tiny_tokenizer()
+    cfg = tiny_config(arch, tok, **sizes)
+    torch.manual_seed(seed)
+    cls = Qwen2VLForConditionalGeneration if arch == "qwen2_vl" else Qwen2_5_VLForConditionalGeneration
+    model = cls(cfg).eval()
+    # the default init (std 0.02) gives near-uniform logits; larger weights give the
+    # attention patterns and logits some spread, which makes exactness tests stricter
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 and "embed" not in name:
+                p.normal_(0.0, 1.0 / p.shape[-1] ** 0.5)
+    return model, tok
+
+
+def write_tiny_model(arch: str, out_dir: str | os.PathLike, seed: int = 0, **sizes) -> str:
+    out_dir = os.fspath(out_dir)
+    model, tok = build_tiny_model(arch, seed=seed, **sizes)
+    os.makedirs(out_dir, exist_ok=True)
+    model.generation_config.eos_token_id = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    vc = model.config.vision_config
+    with open(os.path.join(out_dir, "preprocessor_config.json"), "w") as f:
+        json.dump(
+            {
+                "image_processor_type": "Qwen2VLImageProcessor",
+                "patch_size": vc.patch_size,
+                "temporal_patch_size": vc.temporal_patch_size,
+                "merge_size": vc.spatial_merge_size,
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+                "min_pixels": 28 * 28,
+                "max_pixels": 448 * 448,
+            },
+            f,
+            indent=2,
+        )
+    return out_dir

@@ -1,0 +1,259 @@
+"""Video input: decode, sample frames uniformly, resize.
+
+Sampling rule (spec §0): ``T = round_to_even(duration * fps)`` clamped to
+``[2, max_frames]``, frame indices ``linspace(0, total - 1, T)`` over the decoded timeline;
+frames resized so that the long side is at most ``max_long_side`` (aspect ratio kept),
+each side then rounded to a multiple of ``size_factor`` (28 = Qwen patch 14 x merge 2).
+
+Every failure to read a file (missing, empty, truncated, undecodable) raises
+:class:`VideoDecodeError`, which names the file and the cause, so that a harness can record
+the sample as failed and go on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("decord", "pyav")
+
+
+class VideoDecodeError(RuntimeError):
+    """A video file could not be turned into frames. ``path`` and ``cause`` say which and why."""
+
+    def __init__(self, path: str, cause: str):
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"cannot read video {self.path!r}: {cause}")
+
+
+@dataclass
+class SampledVideo:
+    """Frames sampled from one video file.
+
+    frames: uint8 ``[T, 3, H, W]`` (T even, H and W multiples of the size factor).
+    timestamps: seconds of each sampled frame on the decoded timeline, ``[T]``.
+    """
+
+    path: str
+    frames: torch.Tensor
+    frame_indices: list[int]
+    timestamps: list[float]
+    video_fps: float
+    total_frames: int
+    sampling_fps: float
+    backend: str
+    original_size: tuple[int, int] = field(default=(0, 0))  # (height, width) before resizing
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def duration(self) -> float:
+        return self.total_frames / self.video_fps if self.video_fps > 0 else 0.0
+
+
+def num_sample_frames(total_frames: int, video_fps: float, fps: float, max_frames: int) -> int:
+    """How many frames to sample: ``duration * fps`` rounded to an even number in [2, max_frames].
+
+    A video shorter than two frames still yields 2 (the single frame is repeated): Qwen's
+    temporal patch needs pairs.
+    """
+    if max_frames < 2:
+        raise ValueError(f"max_frames must be >= 2, got {max_frames}")
+    duration = total_frames / video_fps
+    n = 2 * round(duration * fps / 2)
+    n = min(n, max_frames - max_frames % 2, total_frames - total_frames % 2)
+    return max(2, n)
+
+
+def sample_indices(total_frames: int, num_frames: int) -> list[int]:
+    """``num_frames`` indices spaced uniformly over ``[0, total_frames - 1]`` (linspace, rounded)."""
+    return torch.linspace(0, total_frames - 1, num_frames).round().long().tolist()
+
+
+def target_size(height: int, width: int, max_long_side: int = 448, factor: int = 28) -> tuple[int, int]:
+    """Scale so the long side is <= max_long_side (never up), then round each side to ``factor``."""
+    scale = min(1.0, max_long_side / max(height, width))
+
+    def snap(x: float) -> int:
+        return max(factor, int(round(x * scale / factor)) * factor)
+
+    h, w = snap(height), snap(width)
+    # rounding up may push the long side past the limit: step down once
+    while max(h, w) > max(max_long_side, factor):
+        if h >= w:
+            h -= factor
+        else:
+            w -= factor
+    return h, w
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int], batch: int = 64) -> torch.Tensor:
+    """Bicubic, antialiased resize of uint8 ``[T, 3, H, W]`` frames, as torchvision does on tensors."""
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    out = torch.empty((frames.shape[0], 3, *size), dtype=torch.uint8)
+    for i in range(0, frames.shape[0], batch):
+        x = frames[i : i + batch].float()
+        y = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+        out[i : i + batch] = y.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise VideoDecodeError(path, "file not found")
+    if os.path.isdir(path):
+        raise VideoDecodeError(path, "is a directory, not a video file")
+    if os.path.getsize(path) == 0:
+        raise VideoDecodeError(path, "empty file (0 bytes)")
+
+
+def _read_decord(path: str, fps: float, max_frames: int, num_threads: int):
+    try:
+        import decord
+    except ImportError as e:  # pragma: no cover - depends on the platform
+        raise VideoDecodeError(path, f"decord is not installed ({e}); use backend='pyav'") from e
+    try:
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
+        total = len(vr)
+        video_fps = float(vr.get_avg_fps())
+    except Exception as e:  # decord raises its own DECORDError
+        raise VideoDecodeError(path, f"undecodable ({type(e).__name__}: {e})") from e
+    if total < 1 or not video_fps > 0:
+        raise VideoDecodeError(path, f"no decodable frames (frames={total}, fps={video_fps})")
+    n = num_sample_frames(total, video_fps, fps, max_frames)
+    idx = sample_indices(total, n)
+    try:
+        frames = vr.get_batch(idx).asnumpy()
+    except Exception as e:
+        raise VideoDecodeError(path, f"truncated or corrupt stream ({type(e).__name__}: {e})") from e
+    if frames.shape[0] != len(idx):
+        raise VideoDecodeError(path, f"truncated: got {frames.shape[0]} of {len(idx)} frames")
+    return frames, idx, total, video_fps
+
+
+def _read_pyav(path: str, fps: float, max_frames: int, num_threads: int):
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception as e:
+        raise VideoDecodeError(path, f"undecodable ({type(e).__name__}: {e})") from e
+    with container:
+        if not container.streams.video:
+            raise VideoDecodeError(path, "no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if num_threads:
+            stream.thread_count = num_threads
+        rate = stream.average_rate or stream.guessed_rate
+        video_fps = float(rate) if rate else 0.0
+        total = int(stream.frames or 0)
+        if total <= 0 and stream.duration and stream.time_base and video_fps > 0:
+            total = int(round(float(stream.duration * stream.time_base) * video_fps))
+        if total <= 0 or not video_fps > 0:
+            raise VideoDecodeError(path, f"no frame count or rate in the header (frames={total}, fps={video_fps})")
+        n = num_sample_frames(total, video_fps, fps, max_frames)
+        idx = sample_indices(total, n)
+        wanted: dict[int, list[int]] = {}
+        for pos, i in enumerate(idx):
+            wanted.setdefault(i, []).append(pos)
+        out: list[np.ndarray | None] = [None] * len(idx)
+        last = max(idx)
+        decoded = 0
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                decoded = i + 1
+                if i in wanted:
+                    arr = frame.to_ndarray(format="rgb24")
+                    for pos in wanted[i]:
+                        out[pos] = arr
+                if i >= last:
+                    break
+        except Exception as e:
+            raise VideoDecodeError(path, f"truncated or corrupt stream after {decoded} frames ({type(e).__name__}: {e})") from e
+    missing = [idx[p] for p, a in enumerate(out) if a is None]
+    if missing:
+        raise VideoDecodeError(path, f"truncated: stream ends after {decoded} of {total} frames")
+    return np.stack(out), idx, total, video_fps
+
+
+def load_video(
+    path: str | os.PathLike,
+    fps: float = 2.0,
+    max_frames: int = 2048,
+    max_long_side: int = 448,
+    size_factor: int = 28,
+    backend: str = "decord",
+    num_threads: int = 0,
+) -> SampledVideo:
+    """Decode ``path``, sample frames by the rule above and resize them.
+
+    Raises VideoDecodeError for any unreadable file, ValueError for bad arguments.
+    """
+    path = os.fspath(path)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown video backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    _check_file(path)
+    reader = _read_decord if backend == "decord" else _read_pyav
+    frames_np, idx, total, video_fps = reader(path, fps, max_frames, num_threads)
+    frames = torch.from_numpy(frames_np).permute(0, 3, 1, 2)  # [T, 3, H, W]
+    h, w = frames.shape[-2:]
+    frames = resize_frames(frames, target_size(h, w, max_long_side, size_factor)).contiguous()
+    return SampledVideo(
+        path=path,
+        frames=frames,
+        frame_indices=idx,
+        timestamps=[i / video_fps for i in idx],
+        video_fps=video_fps,
+        total_frames=total,
+        # as qwen-vl-utils defines it: sampled frames per second of video
+        sampling_fps=len(idx) / total * video_fps,
+        backend=backend,
+        original_size=(int(h), int(w)),
+    )
+
+
+def write_test_video(
+    path: str | os.PathLike,
+    num_frames: int = 16,
+    size: tuple[int, int] = (64, 96),
+    fps: int = 8,
+    seed: int = 0,
+    codec: str = "mpeg4",
+) -> str:
+    """Write a small video with PyAV (no system ffmpeg needed): a moving square on a
+    slowly changing background. Used by tests and the demo."""
+    import av
+
+    path = os.fspath(path)
+    h, w = size
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, size=3)
+    with av.open(path, mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "yuv420p"
+        for t in range(num_frames):
+            img = np.empty((h, w, 3), dtype=np.uint8)
+            img[:] = (base + 3 * t) % 255
+            side = max(4, min(h, w) // 4)
+            y = (t * 3) % max(1, h - side)
+            x = (t * 5) % max(1, w - side)
+            img[y : y + side, x : x + side] = (255 - img[0, 0]).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
