@@ -77,6 +77,11 @@ class VideoLMAdapter(ABC):
     tokenizer: object
 
     # -- inputs -------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def size_factor(self) -> int:
+        """Frame sides must be multiples of this (e.g. patch 14 x merge 2 = 28)."""
+
     @abstractmethod
     def prepare_video(self, frames: torch.Tensor, sampling_fps: float, timestamps: list[float]) -> VideoInputs:
         """uint8 frames ``[T, 3, H, W]`` -> model inputs (normalised, patchified)."""

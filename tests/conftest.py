@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny checkpoints of both architectures, written to disk and loaded the
+way a real checkpoint is, and small videos written with PyAV."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from retake.models import load_adapter
+from retake.tiny import TINY_ARCHS, write_tiny_model
+from retake.video import load_video, write_test_video
+
+torch.set_num_threads(1)  # two xdist workers share two cores
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {arch: write_tiny_model(arch, root / arch, seed=0) for arch in TINY_ARCHS}
+
+
+@pytest.fixture(scope="session", params=TINY_ARCHS)
+def arch(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def adapters(tiny_dirs):
+    return {arch: load_adapter(path, dtype="float32", device="cpu") for arch, path in tiny_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def video_path(tmp_path_factory):
+    """12 s at 8 fps, 120x200: at 2 fps -> 24 frames, resized to 56x84 with max_long_side=84."""
+    return write_test_video(tmp_path_factory.mktemp("videos") / "clip.mp4", num_frames=96, size=(120, 200), fps=8, seed=1)
+
+
+@pytest.fixture(scope="session")
+def sampled(video_path):
+    return load_video(video_path, fps=2.0, max_frames=16, max_long_side=84)
+
+
+def make_inputs(adapter, sampled, question="What happens in the video? Answer briefly."):
+    inputs = adapter.prepare_video(sampled.frames, sampled.sampling_fps, sampled.timestamps)
+    return inputs, adapter.build_prompt(question, inputs)
