@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 from .engine import Engine, EngineConfig
 from .methods import Method
+from .methods.uniform import max_frames_for_context
 from .models import VideoLMAdapter
 from .video import load_video
 
@@ -33,12 +34,21 @@ def answer_question(
 ) -> dict:
     """Answer one question about one video; returns a JSON-ready dict (see ``retake ask --json``)."""
     sampling = sampling or SamplingConfig()
-    video = load_video(
-        video_path, fps=sampling.fps, max_frames=sampling.max_frames, max_long_side=sampling.max_long_side,
-        size_factor=adapter.size_factor, backend=sampling.backend,
-    )
-    inputs = adapter.prepare_video(video.frames, video.sampling_fps, video.timestamps)
-    prompt = adapter.build_prompt(question, inputs, system_prompt=system_prompt)
+    engine = engine or EngineConfig()
+
+    def sample(max_frames: int):
+        video = load_video(
+            video_path, fps=sampling.fps, max_frames=max_frames, max_long_side=sampling.max_long_side,
+            size_factor=adapter.size_factor, backend=sampling.backend,
+        )
+        inputs = adapter.prepare_video(video.frames, video.sampling_fps, video.timestamps)
+        return video, inputs, adapter.build_prompt(question, inputs, system_prompt=system_prompt)
+
+    video, inputs, prompt = sample(sampling.max_frames)
+    if getattr(method, "fits_frames_to_context", False):
+        fit = max_frames_for_context(engine.max_context, prompt.num_text_tokens, inputs.tokens_per_step, inputs.frames_per_step)
+        if fit < video.num_frames:  # sample again, fewer frames over the same timeline
+            video, inputs, prompt = sample(fit)
     out = Engine(adapter, engine).run(inputs, prompt, method)
     peak = out.peak_memory_bytes
     return {
@@ -62,5 +72,5 @@ def answer_question(
         "peak_memory_bytes": peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "peak_memory_kind": "accelerator" if peak is not None else "process_rss",
         "sampling": asdict(sampling),
-        "engine": asdict(engine or EngineConfig()),
+        "engine": asdict(engine),
     }

@@ -67,8 +67,10 @@ class EngineOutput:
 class _StepContext:
     """Passed to the attention function of every layer as ``retake_ctx``."""
 
-    def __init__(self, method: Method | None = None, chunk: ChunkSpan | None = None, n: int = 0, g: int = 0, rope=None):
-        self.method, self.chunk, self.n, self.g, self._rope, self._cs = method, chunk, n, g, rope, None
+    def __init__(self, method: Method | None = None, chunk: ChunkSpan | None = None, n: int = 0, g: int = 0,
+                 positions: torch.Tensor | None = None, rope=None):
+        self.method, self.chunk, self.n, self.g = method, chunk, n, g
+        self.positions, self._rope, self._cs = positions, rope, None
 
     def rope(self):
         if self._cs is None:
@@ -80,7 +82,7 @@ class _StepContext:
             return
         view = LayerView(
             layer=layer, chunk=self.chunk, query=query[0], key=key[0], value=value[0],
-            num_chunk=self.n, num_guide=self.g, scaling=scaling, rope=self.rope,
+            num_chunk=self.n, num_guide=self.g, scaling=scaling, positions=self.positions, rope=self.rope,
         )
         self.method.observe(view)
 
@@ -153,26 +155,32 @@ class Engine:
         g = int(guide_ids.numel()) if use_guide else 0
         kept = [0] * ad.num_layers
         for chunk in chunks:
-            x = features[chunk.token_start : chunk.token_end].unsqueeze(0)
+            x = features[chunk.token_start : chunk.token_end]
             p = pos[:, vs + chunk.token_start : vs + chunk.token_end]
+            if plan.input_keep is not None:  # tokens the method dropped before prefill
+                m = plan.input_keep[chunk.token_start : chunk.token_end]
+                x, p = x[m.to(x.device)], p[:, m.cpu()]
+            n = int(x.shape[0])
+            if n == 0:
+                continue
+            x = x.unsqueeze(0)
             if use_guide:
                 shift = int(p.max()) + 1 - int(guide_pos[0, 0])
                 x = torch.cat([x, guide_emb], dim=1)
                 p = torch.cat([p, guide_pos + shift], dim=1)
             before = cache.lengths()
-            ctx = _StepContext(method, chunk, chunk.num_tokens, g, rope=lambda p=p, x=x: ad.rope(p, x))
+            ctx = _StepContext(method, chunk, n, g, positions=p, rope=lambda p=p, x=x: ad.rope(p, x))
             ad.forward_embeds(x, p, cache, retake_ctx=ctx)
             selection = method.select(chunk)
             if len(selection) != ad.num_layers:
                 raise RuntimeError(f"method {method.name!r} returned {len(selection)} selections for {ad.num_layers} layers")
             for layer, index in enumerate(selection):
-                end = before[layer] + chunk.num_tokens
-                cache.truncate(layer, end)  # the guide's entries go
+                cache.truncate(layer, before[layer] + n)  # the guide's entries go
                 if index is not None:
                     cache.keep(layer, before[layer], index)
                     kept[layer] += int(index.numel())
                 else:
-                    kept[layer] += chunk.num_tokens
+                    kept[layer] += n
 
         # 4. suffix
         h = ad.forward_embeds(ad.embed(ids[ve:]), pos[:, ve:], cache, retake_ctx=PLAIN)

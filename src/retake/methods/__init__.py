@@ -5,10 +5,16 @@ from __future__ import annotations
 import dataclasses
 
 from .base import ChunkSpan, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
+from .adaretake import AdaReTaKe
 from .none import NoCompression
+from .retake import ReTaKe
+from .uniform import UniformFrames
 
 METHODS: dict[str, type[Method]] = {
     NoCompression.name: NoCompression,
+    AdaReTaKe.name: AdaReTaKe,
+    ReTaKe.name: ReTaKe,
+    UniformFrames.name: UniformFrames,
 }
 
 

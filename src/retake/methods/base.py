@@ -46,6 +46,10 @@ class VideoPlan:
     features: visual embeddings ``[N_v, hidden]`` (LLM space, after the merger).
     step_token_offsets: ``[num_steps + 1]`` token offset of each grid step.
     keep_ratio: global video keep ratio r = min(1, (max_context - text) / N_v) (spec §1).
+    input_keep: set by a method in ``begin`` to drop video tokens before prefill: bool
+        ``[N_v]``; dropped tokens are never fed, kept ones keep their positions, and a chunk's
+        ``select`` indices then refer to its fed tokens only (``ChunkSpan.num_tokens`` stays
+        the chunk's full size; ``LayerView.num_chunk`` is what was fed).
     """
 
     num_layers: int
@@ -57,6 +61,13 @@ class VideoPlan:
     tokens_per_step: int
     step_token_offsets: list[int]
     features: torch.Tensor
+    input_keep: torch.Tensor | None = None
+
+    def fed(self, chunk: ChunkSpan) -> int:
+        """Tokens of ``chunk`` that are fed to the model."""
+        if self.input_keep is None:
+            return chunk.num_tokens
+        return int(self.input_keep[chunk.token_start : chunk.token_end].sum())
 
     def step_features(self) -> torch.Tensor:
         """Mean visual token of every grid step, ``[num_steps, hidden]``."""
@@ -70,7 +81,8 @@ class LayerView:
 
     query: ``[H, n + g, d]`` post-RoPE queries of the input.
     key, value: ``[H_kv, k, d]`` the layer's whole cache including the input (last n + g).
-    cos, sin: ``[n + g, d]`` the rotation applied to the input's queries and keys.
+    positions: ``[R, n + g]`` position ids of the input (chunk tokens, then the shifted guide).
+    rope(): cos, sin ``[n + g, d]``, the rotation applied to the input's queries and keys.
     """
 
     layer: int
@@ -81,6 +93,7 @@ class LayerView:
     num_chunk: int
     num_guide: int
     scaling: float
+    positions: torch.Tensor
     rope: Callable[[], tuple[torch.Tensor, torch.Tensor]]
 
     @property
@@ -120,7 +133,8 @@ class LayerView:
 
 @dataclass
 class Method:
-    """Base class: a compression method is a dataclass of its hyper-parameters."""
+    """Base class: a compression method is a dataclass of its hyper-parameters, validated
+    in ``__post_init__`` (bad values raise ValueError naming the valid range)."""
 
     name: ClassVar[str] = "base"
     uses_guide: ClassVar[bool] = True  # append the guide (question) to every chunk
@@ -128,6 +142,9 @@ class Method:
 
     def begin(self, plan: VideoPlan) -> None:
         self.plan = plan
+
+    def __post_init__(self) -> None:
+        """Validate hyper-parameters (subclasses extend)."""
 
     def observe(self, view: LayerView) -> None:
         pass

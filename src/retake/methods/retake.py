@@ -1,0 +1,115 @@
+"""ReTaKe: DPSelect (low-level temporal redundancy) + PivotKV (high-level knowledge redundancy).
+
+Wang et al., "ReTaKe: Reducing Temporal and Knowledge Redundancy for Long Video
+Understanding", arXiv 2412.20504.
+
+DPSelect, on the visual tokens of the whole video ``v[t, p]`` (grid step t, token position p
+in the frame grid): ``d[t, p] = 1 - cos(v[t, p], v[t-1, p])``, ``d[0, p] = 1``; t is a *peak*
+of p if ``d[t, p]`` is the maximum of ``d[t-1..t+1, p]`` (first index wins ties). Peaks mark
+pivot tokens. With keyframe ratio rho < 1, each position keeps its top ``ceil(rho * T)`` steps
+by d, peaks first; the others are never fed to the model (kept tokens keep their positions).
+
+PivotKV, per chunk and layer: the chunk's own queries (no guide) attend over the chunk's keys,
+both un-rotated (positions removed), no causal mask; ``s_j = (1/H) sum_h sum_i A[h, i, j]``
+(mean 1 over j); pivots get ``s_j += pivot_bonus``; every layer keeps the top ``round(r * n)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..models.base import unapply_rope
+from .base import ChunkSpan, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
+
+
+def token_distances(tokens: torch.Tensor) -> torch.Tensor:
+    """``[T, P, D]`` visual tokens -> ``d [T, P]``, ``d[0] = 1``."""
+    d = torch.ones(tokens.shape[:2])
+    if tokens.shape[0] > 1:
+        d[1:] = 1 - torch.nn.functional.cosine_similarity(tokens[1:].float(), tokens[:-1].float(), dim=-1)
+    return d
+
+
+def peaks(d: torch.Tensor) -> torch.Tensor:
+    """Window-3 temporal maxima of ``d [T, P]`` (first index wins ties): bool ``[T, P]``."""
+    ninf = torch.full_like(d[:1], -math.inf)
+    prev = torch.cat([ninf, d[:-1]])
+    nxt = torch.cat([d[1:], ninf])
+    return (d > prev) & (d >= nxt)
+
+
+def keyframe_mask(d: torch.Tensor, peak: torch.Tensor, rho: float) -> torch.Tensor:
+    """Per position keep the top ``ceil(rho * T)`` steps by d, peaks first: bool ``[T, P]``."""
+    T = d.shape[0]
+    if rho >= 1:
+        return torch.ones_like(peak)
+    k = max(1, math.ceil(rho * T))
+    key = d.float() + peak.float() * (float(d.max()) - float(d.min()) + 1)  # peaks rank above all non-peaks
+    idx = key.topk(k, dim=0).indices
+    return torch.zeros_like(peak).scatter_(0, idx, True)
+
+
+@dataclass
+class ReTaKe(Method):
+    """keyframe_ratio: rho in (0, 1] (1.0 drops nothing, as the authors run it).
+    pivot_bonus: added to the PivotKV score of DPSelect pivot tokens (the paper adds the mask).
+    query_block: chunk queries per block when accumulating the chunk self-attention."""
+
+    name = "retake"
+    uses_guide = False
+    keyframe_ratio: float = 1.0
+    pivot_bonus: float = 1.0
+    query_block: int = 512
+
+    def __post_init__(self):
+        if not 0 < self.keyframe_ratio <= 1:
+            raise ValueError(f"keyframe_ratio must be in (0, 1], got {self.keyframe_ratio}")
+        if self.pivot_bonus < 0:
+            raise ValueError(f"pivot_bonus must be >= 0, got {self.pivot_bonus}")
+        if self.query_block < 1:
+            raise ValueError(f"query_block must be >= 1, got {self.query_block}")
+
+    def begin(self, plan: VideoPlan) -> None:
+        super().begin(plan)
+        off = plan.step_token_offsets
+        steps, P = len(off) - 1, plan.tokens_per_step
+        grid = plan.features[: steps * P].reshape(steps, P, -1)  # trailing tokens (if any) are no grid tokens
+        d = token_distances(grid)
+        self.pivot = peaks(d)  # [T, P]
+        pivot = torch.zeros(plan.num_video_tokens, dtype=torch.bool)
+        pivot[: steps * P] = self.pivot.reshape(-1)
+        keep = torch.ones(plan.num_video_tokens, dtype=torch.bool)
+        if self.keyframe_ratio < 1:
+            keep[: steps * P] = keyframe_mask(d, self.pivot, self.keyframe_ratio).reshape(-1)
+            plan.input_keep = keep
+        self.pivot_tokens, self.fed_tokens = pivot, keep
+        # the video budget r * N_v over the tokens actually fed
+        self.ratio = min(1.0, plan.keep_ratio * plan.num_video_tokens / max(1, int(keep.sum())))
+        self.scores: dict[int, torch.Tensor] = {}
+
+    def observe(self, view: LayerView) -> None:
+        if self.ratio >= 1:
+            return
+        n = view.num_chunk
+        cos, sin = view.rope()
+        q = unapply_rope(view.chunk_queries.float(), cos[:n].float(), sin[:n].float())
+        k = unapply_rope(view.chunk_keys.float(), cos[:n].float(), sin[:n].float())
+        rep = q.shape[0] // k.shape[0]
+        k = k.repeat_interleave(rep, dim=0) if rep > 1 else k
+        s = torch.zeros(n, device=q.device)
+        for a in range(0, n, self.query_block):  # bounded [H, block, n] at a time
+            att = torch.softmax(q[:, a : a + self.query_block] @ k.transpose(-1, -2) * view.scaling, dim=-1)
+            s += att.sum(1).mean(0)
+        self.scores[view.layer] = s.cpu()
+
+    def select(self, chunk: ChunkSpan):
+        L = self.plan.num_layers
+        if self.ratio >= 1:
+            return [None] * L
+        fed = self.fed_tokens[chunk.token_start : chunk.token_end]
+        bonus = self.pivot_bonus * self.pivot_tokens[chunk.token_start : chunk.token_end][fed].float()
+        k = budget_tokens(self.ratio, int(fed.sum()))
+        return [topk_sorted(self.scores.pop(l) + bonus, k) for l in range(L)]

@@ -1,0 +1,31 @@
+"""``uniform``: the "baseline model" rows of the papers' tables. No compression; the video is
+sampled with fewer frames (uniformly over its timeline, by the usual sampling rule) so that
+its uncompressed tokens plus the text fit ``max_context``. The pipeline asks
+``max_frames_for_context`` before decoding the frames it keeps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import ChunkSpan, Method
+
+
+def max_frames_for_context(max_context: int, num_text: int, tokens_per_step: int, frames_per_step: int) -> int:
+    """Most frames whose tokens fit beside the text: whole grid steps only."""
+    steps = (max_context - num_text) // tokens_per_step
+    if steps < 1:
+        raise ValueError(
+            f"max_context={max_context} cannot hold one grid step ({tokens_per_step} tokens) beside {num_text} text tokens"
+        )
+    return steps * frames_per_step
+
+
+@dataclass
+class UniformFrames(Method):
+    name = "uniform"
+    uses_guide = False
+    observes = False
+    fits_frames_to_context = True
+
+    def select(self, chunk: ChunkSpan):
+        return [None] * self.plan.num_layers
