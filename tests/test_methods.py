@@ -106,9 +106,9 @@ def test_projection_is_euclidean():
     out = project_ratios(torch.tensor([0.05, 0.4, 2.0]), torch.ones(3), 1.4, 0.1, 1.0)
     assert out.tolist() == pytest.approx([0.1, 0.3, 1.0], abs=1e-9)
     # weighted sizes: sum(r * n) is what is preserved
-    out = project_ratios(torch.tensor([0.2, 0.6]), torch.tensor([10.0, 30.0]), 12.0, 0.01, 1.0)
+    out = project_ratios(torch.tensor([0.3, 0.6]), torch.tensor([10.0, 30.0]), 12.0, 0.01, 1.0)  # mu = 0.225
     assert float((out * torch.tensor([10.0, 30.0])).sum()) == pytest.approx(12.0)
-    assert float(out[1] - out[0]) == pytest.approx(0.4)  # both free: shifted by the same mu
+    assert out.tolist() == pytest.approx([0.075, 0.375])  # both free: shifted by the same mu
 
 
 @pytest.mark.parametrize("temporal", [True, False])
