@@ -226,3 +226,28 @@ def test_sampling_feeds_engine(video_path, adapters):
     inputs, prompt = make_inputs(ad, v)
     out = Engine(ad, EngineConfig(chunk_frames=4, max_new_tokens=2)).run(inputs, prompt, get_method("none"))
     assert out.video_tokens == inputs.num_tokens
+
+
+def test_rope_scaling_factor_yarn_keeps_mrope(tiny_dirs, sampled):
+    """YaRN x4 on the language model, M-RoPE sections kept; the engine stays exact against
+    the plain model loaded with the same scaled config."""
+    from transformers import AutoConfig, Qwen2VLForConditionalGeneration
+
+    from retake.models import apply_yarn, load_adapter
+
+    path = tiny_dirs["qwen2_vl"]
+    ad = load_adapter(path, dtype="float32", device="cpu", rope_scaling_factor=4.0)
+    rp = ad.model.config.text_config.rope_parameters
+    assert rp["rope_type"] == "yarn" and rp["factor"] == 4.0 and rp["mrope_section"] == [2, 3, 3]
+    base = load_adapter(path, dtype="float32", device="cpu")
+    pos = torch.arange(0, 3000, 100).expand(3, -1)
+    like = torch.zeros(1, dtype=torch.float32)
+    assert not torch.allclose(ad.rope(pos, like)[0], base.rope(pos, like)[0])
+    cfg = AutoConfig.from_pretrained(path)
+    apply_yarn(cfg, 4.0)
+    plain = Qwen2VLForConditionalGeneration.from_pretrained(path, config=cfg, dtype=torch.float32, attn_implementation="sdpa").eval()
+    inputs, prompt = make_inputs(ad, sampled)
+    out = Engine(ad, EngineConfig(chunk_frames=4, max_new_tokens=1)).run(inputs, prompt, get_method("none"))
+    assert rel_err(out.first_logits, reference_logits(plain, ad, inputs, prompt)) <= 1e-5
+    with pytest.raises(ValueError, match="rope_scaling_factor"):
+        apply_yarn(cfg, 0.5)

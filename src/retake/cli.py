@@ -30,7 +30,7 @@ def _ask(args) -> int:
             max_new_tokens=args.max_new_tokens, max_guide_tokens=args.max_guide_tokens,
         )
         sampling = SamplingConfig(fps=args.fps, max_frames=args.max_frames, max_long_side=args.max_long_side, backend=args.backend)
-        adapter = load_adapter(args.model, dtype=args.dtype, device=args.device)
+        adapter = load_adapter(args.model, dtype=args.dtype, device=args.device, rope_scaling_factor=args.rope_scaling_factor)
         result = answer_question(adapter, args.video, args.question, method, sampling, engine)
     except (ValueError, VideoDecodeError) as e:
         print(f"retake ask: error: {e}", file=sys.stderr)
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-new-tokens", type=int, default=128)
     a.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
     a.add_argument("--device", default=None, help="cuda, cpu, cuda:1, ... (default: cuda if available)")
+    a.add_argument("--rope-scaling-factor", type=float, default=None, help="YaRN factor for the LLM's RoPE (papers: 4)")
     a.add_argument("--json", action="store_true", help="print one JSON object with the answer and measurements")
     a.set_defaults(func=_ask)
     return p

@@ -51,17 +51,33 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def apply_yarn(config, factor: float) -> None:
+    """Set YaRN RoPE scaling on the text config, keeping every other RoPE parameter
+    (``mrope_section`` included); ``original_max_position_embeddings`` is the checkpoint's
+    ``max_position_embeddings``."""
+    if not factor >= 1:
+        raise ValueError(f"rope_scaling_factor must be >= 1, got {factor}")
+    text = config.get_text_config()
+    params = dict(text.rope_parameters or {})
+    params.update(rope_type="yarn", factor=float(factor), original_max_position_embeddings=text.max_position_embeddings)
+    text.rope_parameters = params
+
+
 def load_adapter(
     name_or_path: str,
     dtype: str | torch.dtype = "auto",
     device: str | None = None,
     device_map: str | dict | None = None,
     attn_implementation: str = "sdpa",
+    rope_scaling_factor: float | None = None,
 ) -> VideoLMAdapter:
     """Load a supported video LLM and wrap it in its adapter.
 
     attn_implementation: the kernel the vision tower uses ("sdpa", "flash_attention_2", ...);
     the language model always runs through the engine's attention function, which calls SDPA.
+    rope_scaling_factor: YaRN scaling of the language model's RoPE by this factor (the
+    authors run Qwen2/2.5-VL with 4 so that long videos stay in range), keeping the M-RoPE
+    sections; None keeps the checkpoint's RoPE.
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -74,6 +90,8 @@ def load_adapter(
             f"supported: {', '.join(sorted(MODEL_FAMILIES))}"
         )
     factory, adapter_cls = MODEL_FAMILIES[config.model_type]
+    if rope_scaling_factor is not None:
+        apply_yarn(config, rope_scaling_factor)
     device = device or default_device()
     torch_dtype = resolve_dtype(dtype, device)
     register_attention()
@@ -83,6 +101,7 @@ def load_adapter(
         dtype=torch_dtype,
         attn_implementation={"text_config": ATTENTION_NAME, "vision_config": attn_implementation, "": attn_implementation},
         device_map=device_map,
+        config=config,
     )
     if device_map is None:
         model.to(device)
