@@ -256,7 +256,7 @@ def test_dpselect_finds_planted_peaks():
 def test_pivotkv_scores_ignore_positions(adapters, sampled):
     """PivotKV scores come from un-rotated q/k: recomputed from the captured post-RoPE q/k
     they match, and un-rotation gives the same scores at shifted positions."""
-    from retake.models.base import apply_rope, unapply_rope
+    from retake.rope import apply_rope, unapply_rope
 
     ad = adapters["qwen2_vl"]
     inputs, prompt = make_inputs(ad, sampled)

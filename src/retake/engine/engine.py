@@ -18,7 +18,7 @@ it ends (methods allocate budgets from them); vision activations are bounded by
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -61,7 +61,6 @@ class EngineOutput:
     prefill_seconds: float  # vision encoding included
     decode_seconds: float
     peak_memory_bytes: int | None  # accelerator peak during the run; None on CPU
-    stats: dict = field(default_factory=dict)
 
 
 class _StepContext:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.base import unapply_rope
+from ..rope import unapply_rope
 from .base import ChunkSpan, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
 
 
@@ -97,12 +97,9 @@ class ReTaKe(Method):
         cos, sin = view.rope()
         q = unapply_rope(view.chunk_queries.float(), cos[:n].float(), sin[:n].float())
         k = unapply_rope(view.chunk_keys.float(), cos[:n].float(), sin[:n].float())
-        rep = q.shape[0] // k.shape[0]
-        k = k.repeat_interleave(rep, dim=0) if rep > 1 else k
         s = torch.zeros(n, device=q.device)
         for a in range(0, n, self.query_block):  # bounded [H, block, n] at a time
-            att = torch.softmax(q[:, a : a + self.query_block] @ k.transpose(-1, -2) * view.scaling, dim=-1)
-            s += att.sum(1).mean(0)
+            s += view.attention(q[:, a : a + self.query_block], k).sum(1).mean(0)
         self.scores[view.layer] = s.cpu()
 
     def select(self, chunk: ChunkSpan):

@@ -135,21 +135,6 @@ class VideoLMAdapter(ABC):
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``[..., S, D]`` by cos/sin ``[S, D]``."""
-    return x * cos + rotate_half(x) * sin
-
-
-def unapply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`apply_rope` (rotation by the negative angle)."""
-    return x * cos - rotate_half(x) * sin
-
-
 def load_chat_template(tokenizer, name_or_path: str) -> str | None:
     """The tokenizer's template, else the processor's ``chat_template.json`` / ``.jinja``."""
     if getattr(tokenizer, "chat_template", None):
