@@ -251,3 +251,22 @@ def test_rope_scaling_factor_yarn_keeps_mrope(tiny_dirs, sampled):
     assert rel_err(out.first_logits, reference_logits(plain, ad, inputs, prompt)) <= 1e-5
     with pytest.raises(ValueError, match="rope_scaling_factor"):
         apply_yarn(cfg, 0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch_name", ["qwen2_vl", "qwen2_5_vl"])
+def test_exactness_at_larger_size(tmp_path, arch_name):
+    """Same equivalence as above on a bigger random model and a longer input: 8 layers,
+    hidden 256, 8/2 heads, 128 frames at 224 px -> 4096 video tokens, 32-frame chunks."""
+    from retake.models import load_adapter
+    from retake.tiny import write_tiny_model
+
+    path = write_tiny_model(arch_name, tmp_path / arch_name, seed=1, layers=8, hidden=256, heads=8, kv_heads=2)
+    ad = load_adapter(path, dtype="float32", device="cpu")
+    frames = torch.randint(0, 256, (128, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    inputs = ad.prepare_video(frames, 2.0, [i / 2 for i in range(128)])
+    prompt = ad.build_prompt("Describe the video in one sentence.", inputs)
+    assert inputs.num_tokens == 4096
+    out = Engine(ad, EngineConfig(chunk_frames=32, max_new_tokens=1)).run(inputs, prompt, get_method("none"))
+    ref = reference_logits(plain_model(path), ad, inputs, prompt)
+    assert rel_err(out.first_logits, ref) <= 1e-5
