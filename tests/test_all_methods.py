@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import make_inputs
-from retake.engine import Engine, EngineConfig
+from retake.engine import EngineConfig
 from retake.methods import METHODS, get_method
 from retake.pipeline import SamplingConfig, answer_question
 from retake.video import load_video, write_test_video

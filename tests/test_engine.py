@@ -18,11 +18,12 @@ from retake.video import load_video
 
 
 def plain_model(path):
-    from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+    from transformers import AutoConfig
 
-    cls = {"qwen2_vl": Qwen2VLForConditionalGeneration, "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration}
-    mt = AutoConfig.from_pretrained(path).model_type
-    return cls[mt].from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
+    from retake.models import MODEL_FAMILIES
+
+    model_class = MODEL_FAMILIES[AutoConfig.from_pretrained(path).model_type][0]()
+    return model_class.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
 
 
 @torch.no_grad()

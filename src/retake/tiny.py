@@ -114,13 +114,13 @@ def tiny_config(arch: str, tokenizer, layers: int = 4, hidden: int = 64, heads: 
 
 def build_tiny_model(arch: str, seed: int = 0, **sizes):
     """(model, tokenizer), weights drawn from ``seed``."""
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+    from .models import MODEL_FAMILIES
 
     tok = tiny_tokenizer()
     cfg = tiny_config(arch, tok, **sizes)
     torch.manual_seed(seed)
-    cls = Qwen2VLForConditionalGeneration if arch == "qwen2_vl" else Qwen2_5_VLForConditionalGeneration
-    model = cls(cfg).eval()
+    model_class = MODEL_FAMILIES[cfg.model_type][0]()
+    model = model_class(cfg).eval()
     # the default init (std 0.02) gives near-uniform logits; larger weights give the
     # attention patterns and logits some spread, which makes exactness tests stricter
     with torch.no_grad():

@@ -53,10 +53,6 @@ class SampledVideo:
     def num_frames(self) -> int:
         return int(self.frames.shape[0])
 
-    @property
-    def duration(self) -> float:
-        return self.total_frames / self.video_fps if self.video_fps > 0 else 0.0
-
 
 def num_sample_frames(total_frames: int, video_fps: float, fps: float, max_frames: int) -> int:
     """How many frames to sample: ``duration * fps`` rounded to an even number in [2, max_frames].

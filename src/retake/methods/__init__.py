@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .base import ChunkSpan, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
 from .adaretake import AdaReTaKe
+from .base import ChunkSpan, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
 from .none import NoCompression
 from .retake import ReTaKe
 from .uniform import UniformFrames

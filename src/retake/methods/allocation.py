@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import VideoPlan
+from .base import VideoPlan, budget_tokens
 
 
 def project_ratios(raw: torch.Tensor, sizes: torch.Tensor, total: float, lo: float, hi: float = 1.0, iters: int = 100) -> torch.Tensor:
@@ -34,12 +34,17 @@ def project_ratios(raw: torch.Tensor, sizes: torch.Tensor, total: float, lo: flo
     return torch.clamp(raw - (a + b) / 2, lo, hi)
 
 
+def adjacent_distances(x: torch.Tensor) -> torch.Tensor:
+    """``1 - cos(x[t], x[t-1])`` for t >= 1 along dim 0, cosine over the last dim:
+    ``[T, ..., D] -> [T - 1, ...]``."""
+    return 1 - torch.nn.functional.cosine_similarity(x[1:].float(), x[:-1].float(), dim=-1)
+
+
 def frame_distances(step_features: torch.Tensor) -> torch.Tensor:
     """``d_t = 1 - cos(f_t, f_{t-1})`` for t >= 1 and ``d_0 = d_1``. ``[S, D] -> [S]``."""
-    f = step_features.float()
-    if f.shape[0] == 1:
+    if step_features.shape[0] == 1:
         return torch.ones(1)
-    d = 1 - torch.nn.functional.cosine_similarity(f[1:], f[:-1], dim=-1)
+    d = adjacent_distances(step_features)
     return torch.cat([d[:1], d]).clamp_min(0)
 
 
@@ -80,4 +85,4 @@ def layer_counts_adaptive(scores: torch.Tensor, ratio: float, w_min: float) -> t
 
 
 def layer_counts_even(num_layers: int, ratio: float, n: int) -> torch.Tensor:
-    return round_half_up(ratio * n).clamp(1, n).expand(num_layers).clone()
+    return torch.full((num_layers,), budget_tokens(ratio, n), dtype=torch.long)

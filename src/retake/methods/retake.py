@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..rope import unapply_rope
+from .allocation import adjacent_distances
 from .base import ChunkSpan, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
 
 
@@ -29,7 +30,7 @@ def token_distances(tokens: torch.Tensor) -> torch.Tensor:
     """``[T, P, D]`` visual tokens -> ``d [T, P]``, ``d[0] = 1``."""
     d = torch.ones(tokens.shape[:2])
     if tokens.shape[0] > 1:
-        d[1:] = 1 - torch.nn.functional.cosine_similarity(tokens[1:].float(), tokens[:-1].float(), dim=-1)
+        d[1:] = adjacent_distances(tokens)
     return d
 
 
