@@ -43,3 +43,36 @@ def sampled(video_path):
 def make_inputs(adapter, sampled, question="What happens in the video? Answer briefly."):
     inputs = adapter.prepare_video(sampled.frames, sampled.sampling_fps, sampled.timestamps)
     return inputs, adapter.build_prompt(question, inputs)
+
+
+class Recorder:
+    """Wraps a method: records what every layer showed it (q, k, v of the input and the
+    cache, positions, rotation) and what it selected, so tests can recompute its scores
+    independently of its code."""
+
+    def __init__(self, inner):
+        self.inner, self.views, self.selected = inner, [], []
+        self.name = inner.name
+
+    @property
+    def uses_guide(self):  # a method may switch these in begin()
+        return self.inner.uses_guide
+
+    @property
+    def observes(self):
+        return True
+
+    def begin(self, plan):
+        self.inner.begin(plan)
+        self.plan = plan
+
+    def observe(self, view):
+        self.views.append((view.chunk.index, view.layer, view.query.clone(), view.key.clone(), view.num_chunk,
+                           view.num_guide, view.scaling, view.positions.clone(), view.rope()))
+        if self.inner.observes:
+            self.inner.observe(view)
+
+    def select(self, chunk):
+        sel = self.inner.select(chunk)
+        self.selected.append(sel)
+        return sel

@@ -271,3 +271,26 @@ def test_exactness_at_larger_size(tmp_path, arch_name):
     out = Engine(ad, EngineConfig(chunk_frames=32, max_new_tokens=1)).run(inputs, prompt, get_method("none"))
     ref = reference_logits(plain_model(path), ad, inputs, prompt)
     assert rel_err(out.first_logits, ref) <= 1e-5
+
+
+def test_cache_keep_with_merged_and_extra_entries():
+    """LayerKeep: kept entries may be replaced (merging methods) and extra entries appended
+    (recycling methods); both land right after the older entries, in that order."""
+    from retake.engine import CompressibleCache
+    from retake.methods import LayerKeep
+
+    cache = CompressibleCache()
+    k = torch.arange(2 * 7 * 3, dtype=torch.float32).reshape(1, 2, 7, 3)
+    cache.update(k, -k, 0)
+    rk, ek = torch.full((2, 2, 3), 0.5), torch.full((2, 1, 3), 9.0)
+    cache.keep(0, 3, LayerKeep(torch.tensor([1, 3]), keys=rk, values=-rk, extra_keys=ek, extra_values=-ek))
+    lay = cache.layers[0]
+    assert torch.equal(lay.keys[0, :, :3], k[0, :, :3])
+    assert torch.equal(lay.keys[0, :, 3:5], rk) and torch.equal(lay.values[0, :, 3:5], -rk)
+    assert torch.equal(lay.keys[0, :, 5:], ek) and cache.lengths() == [6]
+    cache.keep(0, 4, LayerKeep(torch.tensor([0])))  # a plain index keeps the cache's own entries: [rk1, ek] -> rk1
+    assert torch.equal(cache.layers[0].keys[0, :, 4], rk[:, 1])
+    with pytest.raises(ValueError, match="pairs"):
+        LayerKeep(torch.tensor([0]), keys=rk[:, :1])
+    with pytest.raises(ValueError, match="entries for 1 kept"):
+        LayerKeep(torch.tensor([0]), keys=rk, values=rk)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_inputs
+from conftest import Recorder, make_inputs
 from retake.engine import Engine, EngineConfig
 from retake.methods import get_method
 from retake.methods.allocation import (
@@ -163,28 +163,6 @@ def test_layer_allocation_invariants():
     # w_l = n_l + w_min by hand: L=2, n=4, ratio .5 -> B=4 all in layer 0 -> w = [5, 1]
     s = torch.tensor([[9.0, 8, 7, 6], [1, 2, 3, 4]])
     assert layer_counts_adaptive(s, 0.5, 1.0).tolist() == [round(2 * 0.5 * 5 / 6 * 4), round(2 * 0.5 * 1 / 6 * 4)]
-
-
-class Recorder:
-    """Wraps a method; records the guide positions and recomputes its scores from q/k."""
-
-    def __init__(self, inner):
-        self.inner, self.views, self.selected = inner, [], []
-        self.name, self.uses_guide, self.observes = inner.name, inner.uses_guide, True
-
-    def begin(self, plan):
-        self.inner.begin(plan)
-        self.plan = plan
-
-    def observe(self, view):
-        self.views.append((view.chunk.index, view.layer, view.query.clone(), view.key.clone(), view.num_chunk,
-                           view.num_guide, view.scaling, view.positions.clone(), view.rope()))
-        self.inner.observe(view)
-
-    def select(self, chunk):
-        sel = self.inner.select(chunk)
-        self.selected.append(sel)
-        return sel
 
 
 def test_adaretake_keeps_top_scores_recomputed(arch, adapters, long_sampled):

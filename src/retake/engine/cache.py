@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
+from ..methods.base import LayerKeep
+
 
 class CompressibleCache(DynamicCache):
     def layer_length(self, layer: int) -> int:
@@ -27,12 +29,20 @@ class CompressibleCache(DynamicCache):
         lay.keys = lay.keys[..., :length, :]
         lay.values = lay.values[..., :length, :]
 
-    def keep(self, layer: int, start: int, index: torch.Tensor) -> None:
-        """Keep entries ``[0, start)`` and ``start + index`` (index sorted, relative to start)."""
+    def keep(self, layer: int, start: int, keep: LayerKeep) -> None:
+        """Keep entries ``[0, start)`` and, of the entries from ``start`` on (the newest
+        chunk), those at ``keep.index``, optionally replaced by ``keep.keys/values``, followed
+        by ``keep.extra_keys/values``."""
         lay = self.layers[layer]
-        idx = index.to(lay.keys.device)
-        lay.keys = torch.cat([lay.keys[..., :start, :], lay.keys[..., start:, :].index_select(-2, idx)], dim=-2)
-        lay.values = torch.cat([lay.values[..., :start, :], lay.values[..., start:, :].index_select(-2, idx)], dim=-2)
+        dev = lay.keys.device
+        idx = keep.index.to(dev)
+        k_new = lay.keys[..., start:, :].index_select(-2, idx) if keep.keys is None else keep.keys.to(dev, lay.keys.dtype)[None]
+        v_new = lay.values[..., start:, :].index_select(-2, idx) if keep.values is None else keep.values.to(dev, lay.values.dtype)[None]
+        ks, vs = [lay.keys[..., :start, :], k_new], [lay.values[..., :start, :], v_new]
+        if keep.extra_keys is not None:
+            ks.append(keep.extra_keys.to(dev, lay.keys.dtype)[None])
+            vs.append(keep.extra_values.to(dev, lay.values.dtype)[None])
+        lay.keys, lay.values = torch.cat(ks, dim=-2), torch.cat(vs, dim=-2)
 
     def nbytes(self) -> int:
         total = 0

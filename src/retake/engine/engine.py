@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..methods.base import ChunkSpan, LayerView, Method, VideoPlan
+from ..methods.base import ChunkSpan, LayerKeep, LayerView, Method, VideoPlan
 from ..models.base import Prompt, VideoInputs, VideoLMAdapter
 from .cache import CompressibleCache
 
@@ -173,13 +173,15 @@ class Engine:
             selection = method.select(chunk)
             if len(selection) != ad.num_layers:
                 raise RuntimeError(f"method {method.name!r} returned {len(selection)} selections for {ad.num_layers} layers")
-            for layer, index in enumerate(selection):
+            for layer, keep in enumerate(selection):
                 cache.truncate(layer, before[layer] + n)  # the guide's entries go
-                if index is not None:
-                    cache.keep(layer, before[layer], index)
-                    kept[layer] += int(index.numel())
-                else:
+                if keep is None:
                     kept[layer] += n
+                    continue
+                if not isinstance(keep, LayerKeep):
+                    keep = LayerKeep(keep)
+                cache.keep(layer, before[layer], keep)
+                kept[layer] += keep.num_entries
 
         # 4. suffix
         h = ad.forward_embeds(ad.embed(ids[ve:]), pos[:, ve:], cache, retake_ctx=PLAIN)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from .adaretake import AdaReTaKe
-from .base import ChunkSpan, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
+from .base import ChunkSpan, LayerKeep, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
 from .none import NoCompression
 from .retake import ReTaKe
 from .uniform import UniformFrames
@@ -32,4 +32,4 @@ def get_method(name: str, **params) -> Method:
     return cls(**params)
 
 
-__all__ = ["METHODS", "ChunkSpan", "LayerView", "Method", "VideoPlan", "budget_tokens", "get_method", "topk_sorted"]
+__all__ = ["METHODS", "ChunkSpan", "LayerKeep", "LayerView", "Method", "VideoPlan", "budget_tokens", "get_method", "topk_sorted"]

@@ -7,9 +7,11 @@ The engine calls, per video:
 2. for each chunk, while the chunk (plus the guide, if ``uses_guide``) passes the model,
    ``observe(view)`` in every layer: ``view`` exposes that layer's post-RoPE queries and
    keys of the current input and helpers for the usual scores;
-3. after the chunk has passed all layers, ``select(chunk)``: per layer, the sorted indices
-   of the chunk's tokens to keep (``None`` keeps all). The engine then drops the guide's
-   entries and compresses the cache.
+3. after the chunk has passed all layers, ``select(chunk)``: per layer, what to keep of the
+   chunk: ``None`` (everything), a sorted index tensor of chunk tokens, or a
+   :class:`LayerKeep` (an index plus merged replacement KV and/or extra KV entries, for
+   methods that merge or recycle evicted tokens). The engine then drops the guide's entries
+   and compresses the cache.
 
 A method never calls the engine and knows no model family.
 """
@@ -117,18 +119,73 @@ class LayerView:
     def guide_queries(self) -> torch.Tensor:
         return self.query[:, self.num_chunk :]
 
-    def attention(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    def attention(self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """softmax(q k^T * scaling) over the given keys, grouped-query aware, fp32.
-        queries ``[H, q, d]``, keys ``[H_kv, k, d]`` -> ``[H, q, k]``."""
+        queries ``[H, q, d]``, keys ``[H_kv, k, d]`` -> ``[H, q, k]``; ``mask`` (bool
+        ``[q, k]``, True = visible) hides keys before the softmax."""
         rep = queries.shape[0] // keys.shape[0]
         k = keys.repeat_interleave(rep, dim=0) if rep > 1 else keys
-        return torch.softmax(queries.float() @ k.float().transpose(-1, -2) * self.scaling, dim=-1)
+        logits = queries.float() @ k.float().transpose(-1, -2) * self.scaling
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        return torch.softmax(logits, dim=-1)
+
+    def received_attention(self, queries: torch.Tensor, keys: torch.Tensor, causal: bool = False, block: int = 512) -> torch.Tensor:
+        """Attention each key receives, summed over the queries, per head: ``[H, k]``.
+        Softmax over ``keys``; ``causal`` aligns the queries with the last keys (query i of q
+        sees key j iff ``j <= k - q + i``). Accumulated over blocks of ``block`` queries so
+        no ``[H, q, k]`` tensor is held."""
+        nq, nk = queries.shape[1], keys.shape[1]
+        out = torch.zeros(queries.shape[0], nk, device=queries.device)
+        j = torch.arange(nk, device=queries.device)[None, :]
+        for a in range(0, nq, block):
+            qb = queries[:, a : a + block]
+            mask = None
+            if causal:
+                i = torch.arange(a, a + qb.shape[1], device=queries.device)[:, None]
+                mask = j <= nk - nq + i
+            out += self.attention(qb, keys, mask).sum(1)
+        return out
 
     def guide_attention(self) -> torch.Tensor:
         """Guide queries -> chunk keys, softmax over the chunk's keys only: ``[H, g, n]``."""
         if self.num_guide == 0:
             raise RuntimeError("this method needs the guide (uses_guide=True) but none was given")
         return self.attention(self.guide_queries, self.chunk_keys)
+
+
+@dataclass
+class LayerKeep:
+    """What one layer keeps of a chunk.
+
+    index: sorted chunk-token indices ``[k]`` (relative to the chunk's fed tokens).
+    keys, values: optional ``[H_kv, k, d]`` replacing the kept entries (e.g. LOOK-M's merged
+        pairs); keys are post-RoPE, like the cache's.
+    extra_keys, extra_values: optional ``[H_kv, e, d]`` entries appended after the kept ones
+        (e.g. SparseVLM's recycled clusters). They count in the budget.
+    """
+
+    index: torch.Tensor
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    extra_keys: torch.Tensor | None = None
+    extra_values: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if (self.keys is None) != (self.values is None) or (self.extra_keys is None) != (self.extra_values is None):
+            raise ValueError("LayerKeep: keys/values and extra_keys/extra_values come in pairs")
+        k = int(self.index.numel())
+        if self.keys is not None and (self.keys.shape[-2] != k or self.values.shape[-2] != k):
+            raise ValueError(f"LayerKeep: replacement KV holds {self.keys.shape[-2]} entries for {k} kept tokens")
+
+    @property
+    def num_extra(self) -> int:
+        return 0 if self.extra_keys is None else int(self.extra_keys.shape[-2])
+
+    @property
+    def num_entries(self) -> int:
+        """Cache entries this chunk leaves in the layer."""
+        return int(self.index.numel()) + self.num_extra
 
 
 @dataclass

@@ -98,10 +98,7 @@ class ReTaKe(Method):
         cos, sin = view.rope()
         q = unapply_rope(view.chunk_queries.float(), cos[:n].float(), sin[:n].float())
         k = unapply_rope(view.chunk_keys.float(), cos[:n].float(), sin[:n].float())
-        s = torch.zeros(n, device=q.device)
-        for a in range(0, n, self.query_block):  # bounded [H, block, n] at a time
-            s += view.attention(q[:, a : a + self.query_block], k).sum(1).mean(0)
-        self.scores[view.layer] = s.cpu()
+        self.scores[view.layer] = view.received_attention(q, k, block=self.query_block).mean(0).cpu()
 
     def select(self, chunk: ChunkSpan):
         L = self.plan.num_layers
