@@ -3,6 +3,8 @@ way a real checkpoint is, and small videos written with PyAV."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 
@@ -45,13 +47,50 @@ def make_inputs(adapter, sampled, question="What happens in the video? Answer br
     return inputs, adapter.build_prompt(question, inputs)
 
 
+@dataclass
+class Captured:
+    """One layer's view during one chunk, cloned. query ``[H, n+g, d]`` (post-RoPE);
+    key/value ``[H_kv, cache+n+g, d]`` (the layer's whole cache incl. the input);
+    positions ``[R, n+g]``; cos/sin ``[n+g, d]``."""
+
+    chunk: int
+    layer: int
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    n: int
+    g: int
+    scaling: float
+    positions: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+    @property
+    def cache_len(self):
+        return self.key.shape[1] - self.n - self.g
+
+    @property
+    def chunk_keys(self):
+        return self.key[:, self.cache_len : self.cache_len + self.n]
+
+    @property
+    def chunk_values(self):
+        return self.value[:, self.cache_len : self.cache_len + self.n]
+
+    def attention(self, q, k):
+        """softmax(q k^T * scaling), KV heads expanded: ``[H, q, k]`` (written here, not taken
+        from the method code, so recomputed scores are independent of it)."""
+        k = k.repeat_interleave(q.shape[0] // k.shape[0], 0)
+        return torch.softmax(q.double() @ k.double().transpose(-1, -2) * self.scaling, -1)
+
+
 class Recorder:
-    """Wraps a method: records what every layer showed it (q, k, v of the input and the
-    cache, positions, rotation) and what it selected, so tests can recompute its scores
-    independently of its code."""
+    """Wraps a method: records what every layer showed it and what it selected, so tests can
+    recompute its scores independently of its code. ``views[c][layer]`` is a Captured;
+    ``selected[c]`` the method's per-layer selection for chunk c."""
 
     def __init__(self, inner):
-        self.inner, self.views, self.selected = inner, [], []
+        self.inner, self.views, self.selected = inner, {}, {}
         self.name = inner.name
 
     @property
@@ -67,12 +106,14 @@ class Recorder:
         self.plan = plan
 
     def observe(self, view):
-        self.views.append((view.chunk.index, view.layer, view.query.clone(), view.key.clone(), view.num_chunk,
-                           view.num_guide, view.scaling, view.positions.clone(), view.rope()))
+        cos, sin = view.rope()
+        self.views.setdefault(view.chunk.index, {})[view.layer] = Captured(
+            view.chunk.index, view.layer, view.query.clone(), view.key.clone(), view.value.clone(), view.num_chunk,
+            view.num_guide, view.scaling, view.positions.clone(), cos.clone(), sin.clone())
         if self.inner.observes:
             self.inner.observe(view)
 
     def select(self, chunk):
         sel = self.inner.select(chunk)
-        self.selected.append(sel)
+        self.selected[chunk.index] = sel
         return sel

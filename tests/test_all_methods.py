@@ -5,10 +5,12 @@ picked up from the registry with no edit here."""
 from __future__ import annotations
 
 import pytest
+import torch
 
-from conftest import make_inputs
-from retake.engine import EngineConfig
-from retake.methods import METHODS, get_method
+from conftest import Recorder, make_inputs
+from reference_scores import REFERENCE_SCORES
+from retake.engine import Engine, EngineConfig
+from retake.methods import METHODS, LayerKeep, get_method
 from retake.pipeline import SamplingConfig, answer_question
 from retake.video import load_video, write_test_video
 
@@ -37,3 +39,33 @@ def test_every_method(arch, adapters, clip, name, video_share):
     # the cache holds exactly the kept video tokens and the text: no guide entry is left
     assert kv == [k + res["text_tokens"] for k in res["kept_video_tokens_per_layer"]]
     assert 1 <= res["generated_tokens"] <= 3
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_SCORES))
+@pytest.mark.parametrize("video_share", [0.15, 0.5])
+def test_kept_tokens_are_top_scores(arch, adapters, clip, name, video_share):
+    """Score-based methods: in every layer and chunk the kept tokens are exactly the top-k of
+    the method's score, recomputed independently from the captured q/k (tests/reference_scores.py)."""
+    assert name in METHODS
+    ad = adapters[arch]
+    inputs, prompt = make_inputs(ad, load_video(clip, fps=2.0, max_frames=48, max_long_side=84))
+    budget = prompt.num_text_tokens + int(video_share * inputs.num_tokens)
+    rec = Recorder(get_method(name))
+    Engine(ad, EngineConfig(chunk_frames=8, max_context=budget, max_new_tokens=1)).run(inputs, prompt, rec)
+    checked = 0
+    for c, sel in rec.selected.items():
+        scores = REFERENCE_SCORES[name](rec.views[c], rec, c)
+        for layer, (keep, score) in enumerate(zip(sel, scores)):
+            if keep is None or score is None:
+                continue
+            idx = keep.index if isinstance(keep, LayerKeep) else keep
+            assert idx.tolist() == sorted(set(idx.tolist())), "kept indices must be sorted and unique"
+            dropped = torch.ones(score.shape[0], dtype=torch.bool)
+            dropped[idx] = False
+            kept_min = float(score[idx].min())
+            assert kept_min > float("-inf"), f"{name}: layer {layer} kept a token it may not keep"
+            if dropped.any():
+                tol = 1e-5 * max(1.0, abs(kept_min))
+                assert float(score[dropped].max()) <= kept_min + tol, f"{name}: chunk {c} layer {layer} is not top-k"
+            checked += 1
+    assert checked > 0, "nothing was compressed: the budget did not bite"

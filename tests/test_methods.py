@@ -170,7 +170,8 @@ def test_adaretake_keeps_top_scores_recomputed(arch, adapters, long_sampled):
     inputs, prompt = make_inputs(ad, long_sampled)
     rec = Recorder(get_method("adaretake"))
     Engine(ad, EngineConfig(chunk_frames=8, max_context=150, max_new_tokens=1)).run(inputs, prompt, rec)
-    for c, layer, q, k, n, g, scaling, pos, _ in rec.views:
+    for v in (v for layers in rec.views.values() for v in layers.values()):
+        c, layer, q, k, n, g, scaling, pos = v.chunk, v.layer, v.query, v.key, v.n, v.g, v.scaling, v.positions
         kc = k[:, k.shape[1] - n - g : k.shape[1] - g].repeat_interleave(q.shape[0] // k.shape[0], 0)
         att = torch.softmax(q[:, n:] @ kc.transpose(-1, -2) * scaling, -1)  # guide -> chunk
         score = att.sum(1).mean(0)
@@ -205,7 +206,7 @@ def test_first_chunk_compressed_like_others(adapters, long_sampled):
     inputs, prompt = make_inputs(ad, long_sampled)
     rec = Recorder(get_method("adaretake", temporal_allocation=False, layer_allocation="even"))
     Engine(ad, EngineConfig(chunk_frames=8, max_context=150, max_new_tokens=1)).run(inputs, prompt, rec)
-    counts = [int(sel[0].numel()) for sel in rec.selected]
+    counts = [int(rec.selected[c][0].numel()) for c in sorted(rec.selected)]
     assert counts[0] == counts[1] == counts[2]
 
 
@@ -241,7 +242,8 @@ def test_pivotkv_scores_ignore_positions(adapters, sampled):
     rec = Recorder(get_method("retake"))
     budget = prompt.num_text_tokens + inputs.num_tokens // 2
     Engine(ad, EngineConfig(chunk_frames=4, max_context=budget, max_new_tokens=1)).run(inputs, prompt, rec)
-    for c, layer, q, k, n, g, scaling, pos, (cos, sin) in rec.views[:8]:
+    for v in [rec.views[0][layer] for layer in rec.views[0]] + [rec.views[1][layer] for layer in rec.views[1]]:
+        c, layer, q, k, n, g, scaling, pos, cos, sin = v.chunk, v.layer, v.query, v.key, v.n, v.g, v.scaling, v.positions, v.cos, v.sin
         assert g == 0
         qu, ku = unapply_rope(q[:, :n], cos, sin), unapply_rope(k[:, -n:], cos, sin)
         kk = ku.repeat_interleave(q.shape[0] // k.shape[0], 0)

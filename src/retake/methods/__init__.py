@@ -15,6 +15,9 @@ METHODS: dict[str, type[Method]] = {
     AdaReTaKe.name: AdaReTaKe,
     ReTaKe.name: ReTaKe,
     UniformFrames.name: UniformFrames,
+    # -- fastv, pyramiddrop, snapkv, pyramidkv
+    # -- vlcache, fitprune, h2o, adakv
+    # -- lookm, sparsevlm
 }
 
 
