@@ -28,6 +28,7 @@ def _ask(args) -> int:
         engine = EngineConfig(
             chunk_frames=args.chunk_frames, max_context=args.max_context,
             max_new_tokens=args.max_new_tokens, max_guide_tokens=args.max_guide_tokens,
+            reforge_positions=args.reforge_positions,
         )
         sampling = SamplingConfig(fps=args.fps, max_frames=args.max_frames, max_long_side=args.max_long_side, backend=args.backend)
         adapter = load_adapter(args.model, dtype=args.dtype, device=args.device, rope_scaling_factor=args.rope_scaling_factor)
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
     a.add_argument("--device", default=None, help="cuda, cpu, cuda:1, ... (default: cuda if available)")
     a.add_argument("--rope-scaling-factor", type=float, default=None, help="YaRN factor for the LLM's RoPE (papers: 4)")
+    a.add_argument("--reforge-positions", action="store_true",
+                   help="compress the kept tokens' temporal ids per layer (the authors use it on VideoMME and LVBench)")
     a.add_argument("--json", action="store_true", help="print one JSON object with the answer and measurements")
     a.set_defaults(func=_ask)
     return p

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
+from ..rope import rotate
+
 ATTENTION_NAME = "retake_sdpa"
 _registered = False
 
@@ -45,6 +47,9 @@ def retake_attention(module, query, key, value, attention_mask, scaling=None, dr
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    rot = retake_ctx.rotations.get(module.layer_idx) if retake_ctx.rotations else None
+    if rot is not None:  # reforged positions: the layer's own ids (the cache rotated the keys)
+        query = rotate(query, rot)
     retake_ctx.observe(module.layer_idx, query, key, value, scaling)
     out = causal_sdpa(query, key, value, scaling)
     return out.transpose(1, 2).contiguous(), None

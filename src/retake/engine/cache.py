@@ -12,9 +12,22 @@ import torch
 from transformers import DynamicCache
 
 from ..methods.base import LayerKeep
+from ..rope import rotate
 
 
 class CompressibleCache(DynamicCache):
+    """``input_rotation`` (set by the engine per forward when positions are reforged): layer ->
+    pure rotation ``(cos, sin)`` applied to that layer's incoming keys before they are stored,
+    moving them from the model's ids to the layer's own ids (see ``engine.positions``)."""
+
+    input_rotation: dict | None = None
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        rot = self.input_rotation.get(layer_idx) if self.input_rotation else None
+        if rot is not None:
+            key_states = rotate(key_states, rot)
+        return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+
     def layer_length(self, layer: int) -> int:
         if layer >= len(self.layers) or self.layers[layer].keys is None:
             return 0
@@ -43,6 +56,11 @@ class CompressibleCache(DynamicCache):
             ks.append(keep.extra_keys.to(dev, lay.keys.dtype)[None])
             vs.append(keep.extra_values.to(dev, lay.values.dtype)[None])
         lay.keys, lay.values = torch.cat(ks, dim=-2), torch.cat(vs, dim=-2)
+
+    def rotate(self, layer: int, start: int, count: int, rot) -> None:
+        """Rotate the keys of entries ``[start, start + count)`` by a pure rotation ``[count, d]``."""
+        keys = self.layers[layer].keys
+        keys[..., start : start + count, :] = rotate(keys[..., start : start + count, :], rot)
 
     def nbytes(self) -> int:
         total = 0

@@ -25,6 +25,7 @@ import torch
 from ..methods.base import ChunkSpan, LayerKeep, LayerView, Method, VideoPlan
 from ..models.base import Prompt, VideoInputs, VideoLMAdapter
 from .cache import CompressibleCache
+from .positions import ReforgedPositions
 
 
 @dataclass
@@ -34,6 +35,7 @@ class EngineConfig:
     max_new_tokens: int = 128
     max_guide_tokens: int | None = None
     vision_batch_steps: int = 16
+    reforge_positions: bool = False  # compress kept tokens' temporal ids per layer (engine.positions)
 
     def __post_init__(self):
         if self.chunk_frames < 1:
@@ -61,27 +63,35 @@ class EngineOutput:
     prefill_seconds: float  # vision encoding included
     decode_seconds: float
     peak_memory_bytes: int | None  # accelerator peak during the run; None on CPU
+    cache: CompressibleCache | None = None  # the final cache, when run(..., return_cache=True)
 
 
 class _StepContext:
-    """Passed to the attention function of every layer as ``retake_ctx``."""
+    """Passed to the attention function of every layer as ``retake_ctx``.
+
+    positions: ``[R, n+g]`` ids of the input, or ``{layer: ids}`` when positions are reforged.
+    rope: ``rope(ids) -> (cos, sin)``, evaluated lazily once per distinct ids tensor.
+    rotations: ``{layer: (cos, sin) or None}`` applied to the layer's queries (reforging).
+    """
 
     def __init__(self, method: Method | None = None, chunk: ChunkSpan | None = None, n: int = 0, g: int = 0,
-                 positions: torch.Tensor | None = None, rope=None):
+                 positions=None, rope=None, rotations: dict | None = None):
         self.method, self.chunk, self.n, self.g = method, chunk, n, g
-        self.positions, self._rope, self._cs = positions, rope, None
+        self.positions, self._rope, self._cs = positions, rope, {}
+        self.rotations = rotations
 
-    def rope(self):
-        if self._cs is None:
-            self._cs = self._rope()
-        return self._cs
+    def rope(self, ids: torch.Tensor):
+        if id(ids) not in self._cs:
+            self._cs[id(ids)] = self._rope(ids)
+        return self._cs[id(ids)]
 
     def observe(self, layer: int, query, key, value, scaling) -> None:
         if self.method is None or not self.method.observes:
             return
+        ids = self.positions[layer] if isinstance(self.positions, dict) else self.positions
         view = LayerView(
             layer=layer, chunk=self.chunk, query=query[0], key=key[0], value=value[0],
-            num_chunk=self.n, num_guide=self.g, scaling=scaling, positions=self.positions, rope=self.rope,
+            num_chunk=self.n, num_guide=self.g, scaling=scaling, positions=ids, rope=lambda: self.rope(ids),
         )
         self.method.observe(view)
 
@@ -116,7 +126,7 @@ class Engine:
             torch.cuda.synchronize(self.adapter.device)
 
     @torch.no_grad()
-    def run(self, video: VideoInputs, prompt: Prompt, method: Method) -> EngineOutput:
+    def run(self, video: VideoInputs, prompt: Prompt, method: Method, return_cache: bool = False) -> EngineOutput:
         ad, cfg = self.adapter, self.config
         cuda = ad.device.type == "cuda"
         if cuda:
@@ -153,6 +163,8 @@ class Engine:
         guide_emb = ad.embed(guide_ids) if use_guide else None
         g = int(guide_ids.numel()) if use_guide else 0
         kept = [0] * ad.num_layers
+        reforge = ReforgedPositions(ad.num_layers, pos.shape[0], int(pos[:, :vs].max()) if vs else -1, ad.rope) \
+            if cfg.reforge_positions else None
         for chunk in chunks:
             x = features[chunk.token_start : chunk.token_end]
             p = pos[:, vs + chunk.token_start : vs + chunk.token_end]
@@ -163,28 +175,42 @@ class Engine:
             if n == 0:
                 continue
             x = x.unsqueeze(0)
+            p_video, p_guide = p, None
             if use_guide:
-                shift = int(p.max()) + 1 - int(guide_pos[0, 0])
+                p_guide = guide_pos + (int(p.max()) + 1 - int(guide_pos[0, 0]))
                 x = torch.cat([x, guide_emb], dim=1)
-                p = torch.cat([p, guide_pos + shift], dim=1)
+                p = torch.cat([p, p_guide], dim=1)
             before = cache.lengths()
-            ctx = _StepContext(method, chunk, n, g, positions=p, rope=lambda p=p, x=x: ad.rope(p, x))
+            layer_ids, rotations = p, None
+            if reforge is not None:
+                layer_ids, rotations = reforge.chunk(p_video, p_guide, x)
+            ctx = _StepContext(method, chunk, n, g, positions=layer_ids, rope=lambda q, x=x: ad.rope(q, x), rotations=rotations)
+            cache.input_rotation = rotations
             ad.forward_embeds(x, p, cache, retake_ctx=ctx)
+            cache.input_rotation = None
             selection = method.select(chunk)
             if len(selection) != ad.num_layers:
                 raise RuntimeError(f"method {method.name!r} returned {len(selection)} selections for {ad.num_layers} layers")
             for layer, keep in enumerate(selection):
                 cache.truncate(layer, before[layer] + n)  # the guide's entries go
-                if keep is None:
-                    kept[layer] += n
-                    continue
-                if not isinstance(keep, LayerKeep):
+                if keep is not None and not isinstance(keep, LayerKeep):
                     keep = LayerKeep(keep)
-                cache.keep(layer, before[layer], keep)
-                kept[layer] += keep.num_entries
+                if keep is not None:
+                    cache.keep(layer, before[layer], keep)
+                kept[layer] += n if keep is None else keep.num_entries
+                if reforge is not None:
+                    span = (int(pos[0, vs + chunk.token_start]),
+                            int(pos[0, vs + chunk.token_end]) if chunk.token_end < n_video else int(pos[0, ve - 1]) + 1)
+                    rot = reforge.compress(layer, layer_ids[layer][:, :n], None if keep is None else keep.index, span, x)
+                    if rot is not None:
+                        cache.rotate(layer, before[layer], rot[0].shape[0], rot)
 
-        # 4. suffix
-        h = ad.forward_embeds(ad.embed(ids[ve:]), pos[:, ve:], cache, retake_ctx=PLAIN)
+        # 4. suffix (and decoding: at per-layer ids when positions were reforged)
+        text_ctx = PLAIN
+        if reforge is not None and ids.shape[0] > ve:
+            text_ctx = _StepContext(rotations=reforge.text(int(pos[0, ve]), features))
+        cache.input_rotation = text_ctx.rotations
+        h = ad.forward_embeds(ad.embed(ids[ve:]), pos[:, ve:], cache, retake_ctx=text_ctx)
         first_logits = ad.logits(h[0, -1]).float()
         self._sync()
         prefill_seconds = time.perf_counter() - t0
@@ -204,9 +230,10 @@ class Engine:
             if tok in eos or len(tokens) == cfg.max_new_tokens:
                 break
             p = torch.full((rows, 1), next_pos, dtype=torch.long)
-            h = ad.forward_embeds(ad.embed(torch.tensor([tok])), p, cache, retake_ctx=PLAIN)
+            h = ad.forward_embeds(ad.embed(torch.tensor([tok])), p, cache, retake_ctx=text_ctx)
             logits = ad.logits(h[0, -1]).float()
             next_pos += 1
+        cache.input_rotation = None
         self._sync()
         decode_seconds = time.perf_counter() - td
         return EngineOutput(
@@ -223,4 +250,5 @@ class Engine:
             prefill_seconds=prefill_seconds,
             decode_seconds=decode_seconds,
             peak_memory_bytes=int(torch.cuda.max_memory_allocated(ad.device)) if cuda else None,
+            cache=cache if return_cache else None,
         )
