@@ -58,6 +58,176 @@ def retake_scores(views, rec, chunk):
 
 # -- fastv, pyramiddrop, snapkv, pyramidkv ---------------------------------------------------
 
+def last_queries_to_chunk(v, w):
+    """Real attention of the input's last ``w`` queries (softmax over the layer's whole cache
+    plus the causal input; query i of the w sees key j iff ``j <= K - w + i``), float64, on the
+    chunk's columns: ``[H, w, n]``."""
+    K = v.key.shape[1]
+    q = v.query[:, -w:].double()
+    k = v.key.double().repeat_interleave(q.shape[0] // v.key.shape[0], 0)
+    visible = torch.arange(K)[None, :] <= K - w + torch.arange(w)[:, None]
+    att = torch.softmax((q @ k.transpose(-1, -2) * v.scaling).masked_fill(~visible, float("-inf")), -1)
+    return att[:, :, v.cache_len : v.cache_len + v.n]
+
+
+def last_token_score(v):
+    # FastV / PyramidDrop: the guide's last token's attention to the chunk, head mean
+    return last_queries_to_chunk(v, 1)[:, 0].mean(0)
+
+
+@reference("fastv")
+def fastv_scores(views, rec, chunk):
+    # the K-th layer's (0-based K - 1) score ranks the tokens of every layer
+    return [last_token_score(views[rec.inner.k - 1])] * len(views)
+
+
+@reference("pyramiddrop")
+def pyramiddrop_scores(views, rec, chunk):
+    # stage s = layers [s L / S, (s+1) L / S); its score from its first layer; tokens outside the
+    # previous stage's set (recomputed here: the top-|kept| of that stage's score) are -inf
+    L, S = len(views), rec.inner.stages
+    out, eligible = [], torch.ones(views[0].n, dtype=torch.bool)
+    for s in range(S):
+        a, b = s * L // S, (s + 1) * L // S
+        score = last_token_score(views[a]).masked_fill(~eligible, float("-inf"))
+        out += [score] * (b - a)
+        eligible = torch.zeros_like(eligible)
+        eligible[score.topk(int(rec.selected[chunk][a].numel())).indices] = True
+    return out
+
+
+@reference("snapkv")
+@reference("pyramidkv")
+def snapkv_scores(views, rec, chunk):
+    # window = the guide's last min(window, g) queries, summed; pooled per head over the chunk's
+    # tokens (zero padding, stride 1; avg divides by the kernel size); head mean
+    m, out = rec.inner, []
+    for l in sorted(views):
+        v = views[l]
+        a = last_queries_to_chunk(v, min(m.window, v.g)).sum(1)  # [H, n]
+        p = m.kernel_size // 2
+        fill = torch.full((a.shape[0], p), 0.0 if m.pooling == "avgpool" else float("-inf"), dtype=a.dtype)
+        windows = torch.cat([fill, a, fill], 1).unfold(1, m.kernel_size, 1)  # [H, n, kernel]
+        out.append((windows.mean(-1) if m.pooling == "avgpool" else windows.amax(-1)).mean(0))
+    return out
+
+
 # -- vlcache, fitprune, h2o, adakv -----------------------------------------------------------
 
+def causal_rows(v, lo, hi):
+    """The layer's real attention for input rows [lo, hi): softmax over the whole cache with the
+    bottom-right causal mask, float64 ``[H, hi - lo, k]``."""
+    nq, nk = v.n + v.g, v.key.shape[1]
+    k = v.key.double().repeat_interleave(v.query.shape[0] // v.key.shape[0], 0)
+    logits = v.query[:, lo:hi].double() @ k.transpose(-1, -2) * v.scaling
+    visible = torch.arange(nk)[None, :] <= nk - nq + torch.arange(lo, hi)[:, None]
+    return torch.softmax(logits.masked_fill(~visible, float("-inf")), -1)
+
+
+def chunk_cols(v, att):
+    return att[..., v.cache_len : v.cache_len + v.n]
+
+
+def kept_count(rec, n):
+    return min(n, max(1, int(rec.plan.keep_ratio * n + 0.5)))
+
+
+@reference("vlcache")
+def vlcache_scores(views, rec, chunk):
+    # column sums of the guide's real attention over the chunk's keys, mean over heads
+    return [chunk_cols(v, causal_rows(v, v.n, v.n + v.g)).sum(1).mean(0) for v in (views[l] for l in sorted(views))]
+
+
+@reference("fitprune")
+def fitprune_scores(views, rec, chunk):
+    # cross (guide rows) x self (chunk rows), each the sum over rows of the head-max attention
+    out = []
+    for l in sorted(views):
+        v = views[l]
+        cross = chunk_cols(v, causal_rows(v, v.n, v.n + v.g)).amax(0).sum(0)
+        self_mass = chunk_cols(v, causal_rows(v, 0, v.n)).amax(0).sum(0)
+        out.append(cross * self_mass)
+    return out
+
+
+@reference("h2o")
+def h2o_scores(views, rec, chunk):
+    # attention received from every input row, mean over heads; the recent window ranks first
+    out = []
+    for l in sorted(views):
+        v = views[l]
+        s = chunk_cols(v, causal_rows(v, 0, v.n + v.g)).sum(1).mean(0)
+        recent = int(rec.inner.recent_share * kept_count(rec, v.n))
+        if recent:
+            s[v.n - recent :] = float("inf")
+        out.append(s)
+    return out
+
+
+@reference("adakv")
+def adakv_scores(views, rec, chunk):
+    # SnapKV per KV head (window rows, mean over rows and the group's heads, pooled), then
+    # Ada-KV head budgets; key = 2 * (heads voting for the token) + max over heads
+    m, out = rec.inner, []
+    for l in sorted(views):
+        v = views[l]
+        w = min(m.window, v.g)
+        H, Hkv = v.query.shape[0], v.key.shape[0]
+        s = chunk_cols(v, causal_rows(v, v.n + v.g - w, v.n + v.g)).mean(1).reshape(Hkv, H // Hkv, v.n).mean(1)
+        pad = m.kernel_size // 2
+        if m.pooling == "avgpool":  # zero padding counted, as torch's avg_pool1d
+            padded = torch.nn.functional.pad(s, (pad, pad))
+            s = torch.stack([padded[:, j : j + m.kernel_size].sum(1) / m.kernel_size for j in range(v.n)], 1)
+        else:
+            padded = torch.nn.functional.pad(s, (pad, pad), value=float("-inf"))
+            s = torch.stack([padded[:, j : j + m.kernel_size].amax(1) for j in range(v.n)], 1)
+        b = kept_count(rec, v.n)
+        flat = torch.argsort(s.reshape(-1), descending=True)[: Hkv * b] // v.n
+        votes = torch.zeros(v.n, dtype=torch.float64)
+        for h in range(Hkv):
+            c = int((flat == h).sum())
+            bh = min(v.n, int((1 - m.floor_alpha) * c + int(m.floor_alpha * b) + 0.5))
+            votes[torch.argsort(s[h], descending=True)[:bh]] += 1
+        out.append(2 * votes + s.amax(0))
+    return out
+
 # -- lookm, sparsevlm ------------------------------------------------------------------------
+
+def input_attention_over_cache(v, q):
+    """The layer's real attention of the input's last ``q.shape[1]`` queries, float64:
+    softmax over the whole cache plus the causal input (query i of nq sees key j iff
+    ``j <= K - nq + i``), KV heads expanded: ``[H, nq, K]``."""
+    K, nq = v.key.shape[1], q.shape[1]
+    k = v.key.double().repeat_interleave(q.shape[0] // v.key.shape[0], 0)
+    logits = q.double() @ k.transpose(-1, -2) * v.scaling
+    visible = torch.arange(K)[None, :] <= K - nq + torch.arange(nq)[:, None]
+    return torch.softmax(logits.masked_fill(~visible, float("-inf")), -1)
+
+
+@reference("lookm")
+def lookm_scores(views, rec, chunk):
+    # H2O: attention each chunk token receives from every input query (chunk + guide), head mean
+    out = []
+    for l in sorted(views):
+        v = views[l]
+        a = input_attention_over_cache(v, v.query)[:, :, v.cache_len : v.cache_len + v.n]
+        out.append(a.sum(1).mean(0))
+    return out
+
+
+def sparsevlm_raters(v):
+    """Head-mean guide -> chunk attention ``[g, n]`` and the raters: guide tokens whose mean
+    attention to the chunk exceeds the guide's mean (all of them if none does)."""
+    a = input_attention_over_cache(v, guide_queries(v))[:, :, v.cache_len : v.cache_len + v.n].mean(0)
+    rel = a.mean(1)
+    raters = rel > rel.mean()
+    return a, raters if raters.any() else torch.ones_like(raters)
+
+
+@reference("sparsevlm")
+def sparsevlm_scores(views, rec, chunk):
+    out = []
+    for l in sorted(views):
+        a, raters = sparsevlm_raters(views[l])
+        out.append(a[raters].sum(0))
+    return out

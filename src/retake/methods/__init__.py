@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 
+from .adakv import AdaKV
 from .adaretake import AdaReTaKe
 from .base import ChunkSpan, LayerKeep, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
+from .fastv import FastV
+from .fitprune import FitPrune
+from .h2o import H2O
+from .lookm import LookM
 from .none import NoCompression
+from .pyramiddrop import PyramidDrop
+from .pyramidkv import PyramidKV
 from .retake import ReTaKe
+from .snapkv import SnapKV
+from .sparsevlm import SparseVLM
 from .uniform import UniformFrames
+from .vlcache import VLCache
 
 METHODS: dict[str, type[Method]] = {
     NoCompression.name: NoCompression,
@@ -16,8 +26,18 @@ METHODS: dict[str, type[Method]] = {
     ReTaKe.name: ReTaKe,
     UniformFrames.name: UniformFrames,
     # -- fastv, pyramiddrop, snapkv, pyramidkv
+    FastV.name: FastV,
+    PyramidDrop.name: PyramidDrop,
+    SnapKV.name: SnapKV,
+    PyramidKV.name: PyramidKV,
     # -- vlcache, fitprune, h2o, adakv
+    VLCache.name: VLCache,
+    FitPrune.name: FitPrune,
+    H2O.name: H2O,
+    AdaKV.name: AdaKV,
     # -- lookm, sparsevlm
+    LookM.name: LookM,
+    SparseVLM.name: SparseVLM,
 }
 
 

@@ -86,3 +86,100 @@ def layer_counts_adaptive(scores: torch.Tensor, ratio: float, w_min: float) -> t
 
 def layer_counts_even(num_layers: int, ratio: float, n: int) -> torch.Tensor:
     return torch.full((num_layers,), budget_tokens(ratio, n), dtype=torch.long)
+
+
+# -- vlcache, fitprune, adakv: proportional layer ratios, the layer's real attention ---------
+
+def proportional_ratios(weights: torch.Tensor, mean: float, lo: float, hi: float = 1.0, iters: int = 100) -> torch.Tensor:
+    """Ratios ``r = clip(s * weights, lo, hi)`` with the scale s found by bisection so that
+    ``mean(r) = mean`` (VL-Cache's layer budgets). weights ``[L]`` >= 0 -> ``[L]`` float64.
+    ``lo`` is lowered to ``mean`` when the box cannot hold it; all-zero weights give ``mean``."""
+    w = weights.double().clamp_min(0)
+    lo = min(lo, mean)
+    if mean >= hi:
+        return torch.full_like(w, hi)
+    if float(w.max()) <= 0:
+        return torch.full_like(w, mean)
+
+    def average(s: float) -> float:
+        return float(torch.clamp(s * w, lo, hi).mean())
+
+    a, b = 0.0, hi / float(w[w > 0].min())  # average(a) = lo <= mean, average(b) >= mean unless zeros pin some at lo
+    for _ in range(iters):
+        mid = (a + b) / 2
+        if average(mid) < mean:
+            a = mid
+        else:
+            b = mid
+    return torch.clamp(b * w, lo, hi)
+
+
+def input_attention_blocks(view, start: int, stop: int, block: int):
+    """The layer's real attention for the input's queries ``[start, stop)`` (indices into
+    ``view.query``, chunk tokens first, then the guide): softmax over the layer's whole cache
+    plus the causal part of the input, as the model computes it (query i of the q-long input
+    sees key j iff ``j <= k - q + i``). ``view`` is a ``LayerView``. Yields ``(a, att)`` per block
+    of at most ``block`` queries, att ``[H, b, k]`` for queries ``[a, a + b)``, so no
+    ``[H, q, k]`` tensor is held for more than one block."""
+    nq, nk = view.query.shape[1], view.key.shape[1]
+    j = torch.arange(nk, device=view.query.device)[None, :]
+    for a in range(start, stop, block):
+        b = min(stop, a + block)
+        i = torch.arange(a, b, device=view.query.device)[:, None]
+        yield a, view.attention(view.query[:, a:b], view.key, j <= nk - nq + i)
+
+
+# -- fastv, pyramiddrop, snapkv, pyramidkv: layer schedules ---------------------------------
+
+
+def stage_starts(num_layers: int, stages: int) -> list[int]:
+    """First layer of each of ``stages`` equal stages, ``floor(s * L / stages)``: PyramidDrop
+    splits 32 layers at 8, 16, 24 (28 layers at 7, 14, 21)."""
+    if not 1 <= stages <= num_layers:
+        raise ValueError(f"stages must be in [1, {num_layers}] for a {num_layers}-layer model, got {stages}")
+    return [s * num_layers // stages for s in range(stages)]
+
+
+def pyramiddrop_counts(num_layers: int, stages: int, lam: float, ratio: float, n: int) -> torch.Tensor:
+    """PyramidDrop's kept tokens per stage for one chunk of ``n`` tokens: ``[stages]`` long.
+
+    Stage s keeps ``lam**s`` of stage 0's count, stage 0's count scaled so that the mean over
+    layers is ``ratio * n``. A stage that would keep more than n keeps n and the scale grows
+    for the others (the mean stays ``ratio * n``); every stage keeps at least 1. Rounded
+    half-up per stage, so counts stay non-increasing (nested sets are possible).
+    """
+    starts = stage_starts(num_layers, stages) + [num_layers]
+    sizes = torch.tensor([starts[s + 1] - starts[s] for s in range(stages)])
+    weights = (lam ** torch.arange(stages, dtype=torch.float64)).repeat_interleave(sizes)  # [L]
+    per_layer = proportional_ratios(weights, ratio, 1.0 / n, 1.0)
+    return round_half_up(per_layer[starts[:-1]] * n).clamp(1, n)
+
+
+def round_to_total(x: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Integers in ``[lo, hi]`` near ``x`` ``[L]`` that sum to ``round(sum(x))`` (clamped to what
+    the box holds): x is projected onto the box keeping its sum (:func:`project_ratios`), then
+    rounded by largest remainder, ties to the lower index (a non-increasing x stays so)."""
+    L = x.shape[0]
+    total = min(hi * L, max(lo * L, int(round_half_up(float(x.double().sum())))))
+    y = project_ratios(x, torch.ones(L, dtype=torch.float64), total, lo, hi)
+    k = torch.floor(y + 1e-9).clamp(lo, hi)
+    frac = torch.round((y - k) * 1e9)  # float noise must not break ties between equal entries
+    extra = torch.sort(-frac, stable=True).indices[: max(0, total - int(k.sum()))]
+    k[extra] += 1
+    return k.long()
+
+
+def pyramidkv_counts(num_layers: int, ratio: float, n: int, beta: float) -> torch.Tensor:
+    """PyramidKV's kept tokens per layer for one chunk of ``n`` tokens: ``[L]`` long.
+
+    Linear from the bottom layer to the top with mean ``T = ratio * n`` (the authors' rule):
+    top ``T / beta``, bottom ``2T - T / beta``; if the bottom would exceed n it keeps n and the
+    top ``2T - n``. Then integers in ``[1, n]`` summing to ``round(T * L)``
+    (:func:`round_to_total`), non-increasing from bottom to top.
+    """
+    T = ratio * n
+    top, bottom = T / beta, 2 * T - T / beta
+    if bottom > n:
+        bottom, top = float(n), 2 * T - n
+    x = torch.linspace(bottom, top, num_layers, dtype=torch.float64) if num_layers > 1 else torch.tensor([T], dtype=torch.float64)
+    return round_to_total(x, 1, n)
