@@ -11,6 +11,17 @@ TORCH_PIP_ARGS ?=
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 PYTEST_ARGS ?=
 OUT ?= demo_out
+# reproduction runs: DATA = folder holding the prepared benchmarks (docs/reproduce.md);
+# NPROC > 1 shards every cell's samples over that many processes (one GPU each);
+# ARGS = extra Hydra overrides, e.g. ARGS="run.limit=20 logger=wandb"
+DATA ?= data
+NPROC ?= 1
+ARGS ?=
+ifeq ($(NPROC),1)
+RUN := $(BIN)/python -m retake.run
+else
+RUN := $(BIN)/accelerate launch --num_processes $(NPROC) -m retake.run
+endif
 
 .DEFAULT_GOAL := help
 
@@ -23,7 +34,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[eval,test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[eval,test,cluster]"
 ifneq ($(HAS_GPU),1)
 	@# CPU-only: the torchvision that lmms-eval pulls is a CUDA build that fails to import
 	@# beside CPU torch and then breaks transformers' imports; nothing here needs it.
@@ -41,6 +52,29 @@ test-slow: setup ## run the slow tests only
 demo: setup ## offline end-to-end demo on tiny models and generated videos, prints a table
 	$(BIN)/python scripts/demo.py --out $(OUT)
 
+reproduce-table1: setup ## paper Table 1 (main results, 16K): all cells, then `make tables`
+	$(RUN) -m +experiment=table1 data_root=$(DATA) $(ARGS)
+	$(MAKE) tables
+
+reproduce-table2: setup ## paper Table 2 (compression methods, Qwen2-VL-7B, 1024 frames, 1K)
+	$(RUN) -m +experiment=table2 data_root=$(DATA) $(ARGS)
+	$(MAKE) tables
+
+reproduce-table3: setup ## paper Table 3 (ablation rows 0-6)
+	$(RUN) -m +experiment=table3 data_root=$(DATA) $(ARGS)
+	$(MAKE) tables
+
+reproduce-table4: setup ## paper Table 4 (fine-grained temporal tasks)
+	$(RUN) -m +experiment=table4 data_root=$(DATA) $(ARGS)
+	$(MAKE) tables
+
+ablation: setup ## Hydra multirun grid: methods x budget x frames (conf/experiment/ablation.yaml)
+	$(RUN) -m +experiment=ablation data_root=$(DATA) $(ARGS)
+	$(MAKE) tables
+
+tables: setup ## results/table1..4.{md,csv}, the ablation grid and plots from results/runs/*/metrics.json
+	$(BIN)/python scripts/make_tables.py --runs results/runs --paper results/paper --out results
+
 bench: setup ## engine vs plain transformers forward: prefill time and peak memory ratios
 	$(BIN)/python scripts/bench.py
 
@@ -48,4 +82,4 @@ clean: ## remove demo outputs and caches (keeps .venv)
 	rm -rf $(OUT) .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
 
-.PHONY: help setup test test-slow demo bench clean
+.PHONY: help setup test test-slow demo bench clean tables ablation reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4
