@@ -22,21 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from .allocation import input_attention_blocks, round_half_up
+from .allocation import round_half_up
 from .base import ChunkSpan, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
-
-POOLINGS = ("avgpool", "maxpool")
-
-
-def pool_scores(scores: torch.Tensor, kernel_size: int, pooling: str) -> torch.Tensor:
-    """SnapKV's 1-D pooling along the tokens, stride 1, padding ``kernel_size // 2``: ``[h, n] -> [h, n]``."""
-    if kernel_size == 1:
-        return scores
-    pool = F.avg_pool1d if pooling == "avgpool" else F.max_pool1d
-    return pool(scores[None], kernel_size=kernel_size, stride=1, padding=kernel_size // 2)[0]
-
+from .snapkv import POOLINGS, pool_scores, window_attention
 
 def head_budgets(scores: torch.Tensor, budget: int, floor_alpha: float) -> torch.Tensor:
     """Ada-KV: ``[H_kv, n]`` scores, per-head budget ``B`` -> per-head counts ``[H_kv]``: ``c_h`` =
@@ -60,15 +49,13 @@ def shared_keep_key(scores: torch.Tensor, budget: int, floor_alpha: float) -> to
 class AdaKV(Method):
     """window: observation window, the last ``window`` guide tokens (>= 1; SnapKV/Ada-KV: 32).
     kernel_size: odd pooling width (>= 1). pooling: "avgpool" or "maxpool".
-    floor_alpha: Ada-KV's safeguard share of every head's uniform budget, in [0, 1].
-    query_block: window queries per block (>= 1)."""
+    floor_alpha: Ada-KV's safeguard share of every head's uniform budget, in [0, 1]."""
 
     name = "adakv"
     window: int = 32
     kernel_size: int = 5
     pooling: str = "avgpool"
     floor_alpha: float = 0.2
-    query_block: int = 512
 
     def __post_init__(self):
         if self.window < 1:
@@ -79,8 +66,6 @@ class AdaKV(Method):
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if not 0 <= self.floor_alpha <= 1:
             raise ValueError(f"floor_alpha must be in [0, 1], got {self.floor_alpha}")
-        if self.query_block < 1:
-            raise ValueError(f"query_block must be >= 1, got {self.query_block}")
 
     def begin(self, plan: VideoPlan) -> None:
         super().begin(plan)
@@ -89,14 +74,9 @@ class AdaKV(Method):
         self.uses_guide = self.observes = plan.keep_ratio < 1
 
     def observe(self, view: LayerView) -> None:
-        n, g, c = view.num_chunk, view.num_guide, view.cache_len
-        if g == 0:
-            raise RuntimeError("adakv needs the guide (uses_guide=True) but none was given")
-        w = min(self.window, g)
+        n, w = view.num_chunk, min(self.window, view.num_guide)
         H, H_kv = view.query.shape[0], view.key.shape[0]
-        acc = torch.zeros(H, n, device=view.query.device)
-        for _, att in input_attention_blocks(view, n + g - w, n + g, self.query_block):
-            acc += att[:, :, c : c + n].sum(1)
+        acc = window_attention(view, self.window)  # [H, n], summed over the window's queries
         per_kv = (acc / w).reshape(H_kv, H // H_kv, n).mean(1)  # query heads of a KV group are consecutive
         self.scores[view.layer] = pool_scores(per_kv, self.kernel_size, self.pooling).cpu()
 
