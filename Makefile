@@ -20,7 +20,8 @@ ARGS ?=
 ifeq ($(NPROC),1)
 RUN := $(BIN)/python -m retake.run
 else
-RUN := $(BIN)/accelerate launch --num_processes $(NPROC) -m retake.run
+# (python -m: the accelerate console script imports timm, which fails without torchvision)
+RUN := $(BIN)/python -m accelerate.commands.launch --multi_gpu --num_processes $(NPROC) -m retake.run
 endif
 
 .DEFAULT_GOAL := help
@@ -33,7 +34,7 @@ setup: $(STAMP) ## create .venv and install everything (idempotent)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -c constraints.txt $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[eval,test,cluster]"
 ifneq ($(HAS_GPU),1)
 	@# CPU-only: the torchvision that lmms-eval pulls is a CUDA build that fails to import
@@ -44,10 +45,10 @@ endif
 	touch $(STAMP)
 
 test: setup ## run the test suite (fast tests; < 15 min on 2 CPU cores)
-	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
 
 test-slow: setup ## run the slow tests only
-	$(BIN)/python -m pytest -n 2 -q -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m slow $(PYTEST_ARGS)
 
 demo: setup ## offline end-to-end demo on tiny models and generated videos, prints a table
 	$(BIN)/python scripts/demo.py --out $(OUT)

@@ -1,0 +1,354 @@
+"""The lmms-eval model ``retake``: every request goes through :func:`retake.pipeline.answer_question`.
+
+    lmms-eval --model retake --model_args pretrained=DIR,method=adaretake,max_context=16384 --tasks ...
+
+Registered through the entry-point group ``lmms_eval.models`` (``pyproject.toml``), whose value
+is :func:`manifests`; ``retake.harness.runner`` passes an instance to ``simple_evaluate``.
+
+- model_args arrive from the command line as strings (or already typed from Python) and are
+  converted here; unknown names fail with the valid ones.
+- One request at a time, greedy decoding (the engine has no sampling): a task's
+  ``max_new_tokens`` is honoured, ``temperature`` / ``do_sample`` / ``until`` are not.
+- A failed sample (missing or corrupt video, ``sys.exit`` in a task's ``doc_to_visual``, any
+  exception) is recorded with its error and answered ``""``; the run goes on.
+- ``predictions=PREFIX``: each finished sample is appended (flushed, one JSON line) to
+  ``PREFIX.rank<r>.jsonl``, keyed by ``(task, doc_id, uid)``; on start every
+  ``PREFIX.rank*.jsonl`` is read and requests found there are answered from it, so a killed run
+  resumes without duplicates even with a different number of processes.
+- Sharding is lmms-eval's (strided over ``RANK`` / ``WORLD_SIZE``); the device is
+  ``cuda:LOCAL_RANK`` when CUDA is there, else CPU.
+"""
+
+from __future__ import annotations
+
+import gc
+import glob
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import torch
+from lmms_eval.api.model import lmms
+from tqdm import tqdm
+
+from ..engine import EngineConfig
+from ..methods import get_method
+from ..models import load_adapter
+from ..pipeline import SamplingConfig, answer_question
+
+MODEL_NAME = "retake"
+_NONE = {"", "none", "null"}
+
+
+def _opt(convert: Callable) -> Callable:
+    return lambda v: None if v is None or (isinstance(v, str) and v.strip().lower() in _NONE) else convert(v)
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    text = str(v).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"expected true or false, got {v!r}")
+
+
+def _json_dict(v: Any) -> dict:
+    if v is None or (isinstance(v, str) and v.strip().lower() in _NONE):
+        return {}
+    d = json.loads(v) if isinstance(v, str) else dict(v)
+    if not isinstance(d, dict):
+        raise TypeError(f"expected a JSON object, got {v!r}")
+    return d
+
+
+def _int(v: Any) -> int:
+    f = float(v)
+    if f != int(f):
+        raise ValueError(f"expected an integer, got {v!r}")
+    return int(f)
+
+
+# model_args: name -> (converter, default)
+MODEL_ARGS: dict[str, tuple[Callable, Any]] = {
+    "pretrained": (str, None),
+    "dtype": (str, "auto"),
+    "device": (_opt(str), None),
+    "attn_implementation": (str, "sdpa"),
+    "rope_scaling_factor": (_opt(float), None),
+    "method": (str, "none"),
+    "method_args": (_json_dict, None),
+    "max_context": (_int, 16384),
+    "chunk_frames": (_int, 32),
+    "max_new_tokens": (_int, 16),
+    "max_guide_tokens": (_opt(_int), None),
+    "reforge_positions": (_bool, False),
+    "fps": (float, 2.0),
+    "max_frames": (_int, 2048),
+    "max_long_side": (_int, 448),
+    "backend": (str, "decord"),
+    "predictions": (_opt(str), None),
+}
+# passed by lmms-eval itself (create_from_arg_string's additional config); accepted, unused
+LMMS_EVAL_ARGS = ("batch_size", "max_batch_size")
+
+# what answer_question measures that a predictions line keeps (lists are summarised)
+MEASUREMENTS = (
+    "frames", "sampling_fps", "video_tokens", "text_tokens", "keep_ratio", "kv_cache_bytes",
+    "generated_tokens", "vision_seconds", "prefill_seconds", "decode_seconds", "peak_memory_bytes", "peak_memory_kind",
+)
+
+
+def parse_model_args(kwargs: dict) -> dict:
+    """Typed model args from strings or values; unknown names fail with the valid ones."""
+    unknown = sorted(set(kwargs) - set(MODEL_ARGS) - set(LMMS_EVAL_ARGS))
+    if unknown:
+        raise ValueError(f"unknown model_args for {MODEL_NAME!r}: {', '.join(unknown)}; valid: {', '.join(MODEL_ARGS)}")
+    out = {}
+    for name, (convert, default) in MODEL_ARGS.items():
+        value = kwargs.get(name, default)
+        try:
+            out[name] = convert(value) if value is not None else None
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"model_args {name}={value!r}: {e}") from None
+    out["method_args"] = out["method_args"] or {}
+    if not out["pretrained"]:
+        raise ValueError(f"model_args for {MODEL_NAME!r} need pretrained=<checkpoint dir or hub id>")
+    return out
+
+
+def model_args_string(args: dict) -> str:
+    """The ``--model_args`` string that :func:`parse_model_args` reads back to ``args``."""
+    parts = []
+    for name, value in args.items():
+        if value is None:
+            continue
+        text = json.dumps(value, separators=(",", ":")) if isinstance(value, dict) else str(value)
+        parts.append(f"{name}={text}")
+    return ",".join(parts)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None``/``auto``: ``cuda:LOCAL_RANK`` when CUDA is there, else CPU; ``cuda``: ``cuda:LOCAL_RANK``."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device = f"cuda:{local_rank}"
+    return torch.device(device)
+
+
+def init_distributed(device: torch.device):
+    """An ``accelerate.Accelerator`` when ``WORLD_SIZE > 1`` (lmms-eval gathers through it), else None.
+
+    On CPU, accelerate only sets up its gloo group (``MULTI_CPU``) when ``ACCELERATE_USE_CPU``
+    is set; ``torchrun`` / ``accelerate launch --multi_gpu`` do not set it, so it is set here."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    if device.type == "cpu":
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    from accelerate import Accelerator
+
+    return Accelerator()
+
+
+# -- predictions files ------------------------------------------------------------------
+
+def rank_file(prefix: str, rank: int) -> str:
+    return f"{prefix}.rank{rank}.jsonl"
+
+
+def rank_files(prefix: str) -> list[str]:
+    """Every ``PREFIX.rank<r>.jsonl``, in rank order."""
+    found = glob.glob(glob.escape(prefix) + ".rank*.jsonl")
+    ranks = {}
+    for path in found:
+        tag = path[len(prefix) + len(".rank"): -len(".jsonl")]
+        if tag.isdigit():
+            ranks[int(tag)] = path
+    return [ranks[r] for r in sorted(ranks)]
+
+
+def request_key(task: str, doc_id: int, uid: str | None) -> tuple:
+    return (str(task), int(doc_id), None if uid is None else str(uid))
+
+
+def read_predictions(prefix: str) -> dict[tuple, dict]:
+    """All per-sample lines of all rank files of ``prefix``, keyed by :func:`request_key`.
+    A line cut short by a killed process is skipped; if two lines share a key the first wins."""
+    out: dict[tuple, dict] = {}
+    for path in rank_files(prefix):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    key = request_key(rec["task"], rec["doc_id"], rec.get("uid"))
+                except (ValueError, KeyError, TypeError):
+                    continue
+                out.setdefault(key, rec)
+    return out
+
+
+def open_for_append(path: str):
+    """Open ``path`` for appending, first cutting a partial last line (a kill mid-write)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if os.path.exists(path):
+        with open(path, "rb+") as f:
+            data = f.read()
+            end = data.rfind(b"\n") + 1
+            if end != len(data):
+                f.truncate(end)
+    return open(path, "a", encoding="utf-8")
+
+
+def video_of(doc_to_visual: Callable, doc) -> str:
+    """The video path of a request. ``SystemExit`` (lmms-eval's VideoMME / MLVU ``doc_to_visual``
+    exit on a missing file) becomes an error of this sample, not the end of the run."""
+    try:
+        visuals = doc_to_visual(doc)
+    except SystemExit as e:
+        raise FileNotFoundError(f"the task's doc_to_visual called sys.exit({e.code}) (a missing video?)") from None
+    if not visuals or not isinstance(visuals[0], (str, os.PathLike)):
+        kind = type(visuals[0]).__name__ if visuals else "nothing"
+        raise TypeError(f"{MODEL_NAME!r} needs a video file path from doc_to_visual, got {kind}")
+    return os.fspath(visuals[0])
+
+
+def measurements(result: dict) -> dict:
+    """The per-sample figures a predictions line keeps from ``answer_question``'s result."""
+    out = {k: result[k] for k in MEASUREMENTS if k in result}
+    kv = result.get("kv_tokens_per_layer") or []
+    kept = result.get("kept_video_tokens_per_layer") or []
+    out["kv_tokens_mean"] = sum(kv) / len(kv) if kv else None
+    out["kept_video_tokens_mean"] = sum(kept) / len(kept) if kept else None
+    return out
+
+
+class RetakeLMM(lmms):
+    """lmms-eval simple model around :func:`retake.pipeline.answer_question` (see module doc)."""
+
+    is_simple = True
+
+    def __init__(self, batch_size: int | str | None = 1, device: str | None = None, **kwargs) -> None:
+        super().__init__()
+        args = parse_model_args({**kwargs, "device": device})
+        self.args = args
+        self._device = resolve_device(args["device"])
+        self._rank = int(os.environ.get("RANK", "0"))
+        self._world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        accelerator = init_distributed(self._device)
+        if accelerator is not None:
+            self.accelerator = accelerator
+        if batch_size not in (None, 1, "1"):
+            print(f"[retake] batch_size={batch_size} ignored: requests run one at a time", file=sys.stderr)
+        self.method_name, self.method_args = args["method"], args["method_args"]
+        get_method(self.method_name, **self.method_args)  # fail now on a bad name or parameter
+        self.sampling = SamplingConfig(fps=args["fps"], max_frames=args["max_frames"],
+                                       max_long_side=args["max_long_side"], backend=args["backend"])
+        self.engine = EngineConfig(max_context=args["max_context"], chunk_frames=args["chunk_frames"],
+                                   max_new_tokens=args["max_new_tokens"], max_guide_tokens=args["max_guide_tokens"],
+                                   reforge_positions=args["reforge_positions"])
+        self.adapter = load_adapter(args["pretrained"], dtype=args["dtype"], device=str(self._device),
+                                    attn_implementation=args["attn_implementation"],
+                                    rope_scaling_factor=args["rope_scaling_factor"])
+        self.prefix = args["predictions"]
+        self._done: dict[tuple, dict] | None = None  # read lazily: the runner may clear old files first
+        self._out = None
+        self._warned: set[str] = set()
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def batch_size(self) -> int:
+        return 1
+
+    # -- lmms-eval API -------------------------------------------------------------------
+
+    def generate_until(self, requests) -> list[str]:
+        """One answer per request ``(context, gen_kwargs, doc_to_visual, doc_id, task, split)``."""
+        if self._done is None:
+            self._done = read_predictions(self.prefix) if self.prefix else {}
+        answers = []
+        bar = tqdm(total=len(requests), desc=f"retake rank {self.rank}", disable=self.rank != 0, file=sys.stderr,
+                   dynamic_ncols=True)
+        for request in requests:
+            answers.append(self._answer(*request.args))
+            bar.update(1)
+        bar.close()
+        return answers
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError(
+            f"{MODEL_NAME!r} only generates (output_type: generate_until); "
+            "loglikelihood / multiple_choice tasks are not supported"
+        )
+
+    def generate_until_multi_round(self, requests):
+        raise NotImplementedError(
+            f"{MODEL_NAME!r} answers single-turn questions only; multi-round tasks are not supported"
+        )
+
+    def clean(self) -> None:
+        """lmms-eval calls this after generation and deletes nn.Module attributes; the model is
+        kept (the runner may evaluate again), only caches are freed."""
+        if self._out is not None:
+            self._out.flush()
+        gc.collect()
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # -- one request ---------------------------------------------------------------------
+
+    def _answer(self, context: str, gen_kwargs: dict, doc_to_visual, doc_id: int, task: str, split: str) -> str:
+        doc = self.task_dict[task][split][doc_id]
+        uid = doc.get("uid") if hasattr(doc, "get") else None
+        key = request_key(task, doc_id, uid)
+        if key in self._done:  # resumed, or lmms-eval's padding duplicate of a request
+            return self._done[key].get("prediction") or ""
+        record = {"task": task, "doc_id": int(doc_id), "uid": key[2], "rank": self.rank}
+        try:
+            video = video_of(doc_to_visual, doc)
+            result = answer_question(self.adapter, video, context, get_method(self.method_name, **self.method_args),
+                                     self.sampling, self._engine_for(gen_kwargs or {}))
+            record.update(prediction=result["answer"], error=None, video=video, **measurements(result))
+        except Exception as e:  # noqa: BLE001 - one bad sample never ends the run
+            record.update(prediction=None, error=f"{type(e).__name__}: {e}")
+            tqdm.write(f"[retake] {task} doc {doc_id} (uid {uid}) failed: {record['error']}", file=sys.stderr)
+            if self._device.type == "cuda":
+                torch.cuda.empty_cache()
+        self._save(key, record)
+        return record["prediction"] or ""
+
+    def _engine_for(self, gen_kwargs: dict) -> EngineConfig:
+        """The task's ``max_new_tokens`` wins over the model arg; decoding is always greedy."""
+        sampled = float(gen_kwargs.get("temperature") or 0) > 0 or gen_kwargs.get("do_sample")
+        if sampled and "sampling" not in self._warned:
+            self._warned.add("sampling")
+            print("[retake] temperature / do_sample ignored: the engine decodes greedily", file=sys.stderr)
+        n = gen_kwargs.get("max_new_tokens")
+        return replace(self.engine, max_new_tokens=int(n)) if n is not None else self.engine
+
+    def _save(self, key: tuple, record: dict) -> None:
+        self._done[key] = record
+        if not self.prefix:
+            return
+        if self._out is None:
+            self._out = open_for_append(rank_file(self.prefix, self.rank))
+        self._out.write(json.dumps(record, default=str) + "\n")
+        self._out.flush()
+        os.fsync(self._out.fileno())
+
+
+def manifests():
+    """The entry-point value for the group ``lmms_eval.models``: lmms-eval calls it and
+    registers what it returns (``ModelManifest`` objects)."""
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return [ModelManifest(model_id=MODEL_NAME, simple_class_path=f"{__name__}.RetakeLMM")]

@@ -1,0 +1,367 @@
+"""One cell = one model x method x dataset x budget x frames, run through lmms-eval's evaluator.
+
+    python -m retake.harness.runner --config cell.yaml [key=value ...]
+    torchrun --nproc_per_node 2 -m retake.harness.runner --config cell.yaml     # sharded
+
+``run_cell(cfg)`` (also called by the Hydra entry ``retake.run``):
+
+1. derives the cell directory from the config (:func:`cell_dir`) and returns the stored
+   metrics if ``metrics.json`` is there (unless ``run.overwrite``);
+2. builds the lmms-eval model :class:`~retake.harness.lmms_model.RetakeLMM` (per-rank
+   predictions files in the cell directory, so a killed run resumes);
+3. rank 0 writes ``config.yaml`` and the task folder (``task/``, :func:`tasks.write_task`);
+4. runs ``lmms_eval.evaluator.simple_evaluate`` on it (sharded over ``RANK``/``WORLD_SIZE``);
+5. rank 0 merges the rank files into ``predictions.jsonl`` (one line per sample, sorted by
+   uid), scores them with the dataset's ``score()``, checks the result against lmms-eval's
+   aggregate, and writes ``metrics.json`` last (its presence marks the cell done).
+
+The cell directory (``docs/harness.md``)::
+
+    <results_root>/<model>__<method>[-<m>]__<dataset>__<max_context>__<max_frames>[__reforge][__s<s>][__limit<N>]
+
+``m``: 8 hex digits of sha1 over the method parameters that differ from the method's
+defaults (sorted JSON); ``s``: the same over the sampling / engine settings that differ from
+:data:`SETTING_DEFAULTS`; ``limit<N>``: a run on the first N samples only. Settings not in the
+name (model dtype and RoPE scaling) are checked against the directory's ``config.yaml``: a
+mismatch fails instead of mixing runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import tasks
+
+SECTIONS = ("model", "method", "dataset", "sampling", "engine", "run")
+REQUIRED = {"model": ("name", "pretrained"), "method": ("name",), "dataset": ("name", "data_root")}
+DEFAULTS = {
+    "model": {"dtype": "auto", "attn_implementation": "sdpa", "rope_scaling_factor": None, "device": None},
+    "method": {"params": {}},
+    "sampling": {"fps": 2.0, "max_frames": 2048, "max_long_side": 448, "backend": "decord"},
+    "engine": {"max_context": 16384, "chunk_frames": 32, "max_new_tokens": 16, "max_guide_tokens": None,
+               "reforge_positions": False},
+    "run": {"results_root": "results/runs", "limit": None, "overwrite": False},
+}
+# settings outside the name's explicit fields; a value other than these adds the __s<hash> part
+SETTING_DEFAULTS = {
+    "sampling.fps": 2.0, "sampling.max_long_side": 448, "sampling.backend": "decord",
+    "engine.chunk_frames": 32, "engine.max_new_tokens": 16, "engine.max_guide_tokens": None,
+}
+PREDICTIONS = "predictions"
+
+
+# -- config -------------------------------------------------------------------------------
+
+def resolve_config(cfg: Mapping | DictConfig) -> DictConfig:
+    """The cell config with defaults filled in and interpolations resolved; missing required
+    keys fail naming them. Keys outside the six sections (Hydra's logger, ...) are kept."""
+    raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    missing = [f"{s}.{k}" for s, keys in REQUIRED.items() for k in keys if not (raw.get(s) or {}).get(k)]
+    if missing:
+        raise ValueError(f"cell config lacks {', '.join(missing)}; sections: {', '.join(SECTIONS)}")
+    filled = {s: {**DEFAULTS.get(s, {}), **(raw.get(s) or {})} for s in SECTIONS}
+    # keys in the order given, defaults after them; sections first, in SECTIONS order
+    ordered = {s: {**(raw.get(s) or {}), **filled[s]} for s in SECTIONS}
+    merged = OmegaConf.create({**ordered, **{k: v for k, v in raw.items() if k not in SECTIONS}})
+    if merged.method.params is None:
+        merged.method.params = {}
+    limit = merged.run.limit
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"run.limit must be a positive number of samples or null, got {limit!r}")
+    return merged
+
+
+def method_params(name: str, params: Mapping) -> tuple[dict, dict]:
+    """(every parameter of the method with its value, the ones that differ from the defaults)."""
+    from ..methods import get_method
+
+    method = get_method(name, **dict(params))
+    full, changed = {}, {}
+    for f in dataclasses.fields(method):
+        if not f.init:
+            continue
+        value = getattr(method, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        full[f.name] = value
+        if value != default:
+            changed[f.name] = value
+    return full, changed
+
+
+def short_hash(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()[:8]
+
+
+def changed_settings(cfg: DictConfig) -> dict:
+    """The sampling / engine settings that differ from :data:`SETTING_DEFAULTS`."""
+    out = {}
+    for key, default in SETTING_DEFAULTS.items():
+        value = OmegaConf.select(cfg, key)
+        if isinstance(default, float) and isinstance(value, int):
+            value = float(value)
+        if value != default:
+            out[key] = value
+    return out
+
+
+def cell_name(cfg: DictConfig) -> str:
+    """The cell directory's name (module doc): derived from the config only."""
+    _, changed = method_params(cfg.method.name, cfg.method.params)
+    method = cfg.method.name + (f"-{short_hash(changed)}" if changed else "")
+    parts = [cfg.model.name, method, cfg.dataset.name, str(cfg.engine.max_context), str(cfg.sampling.max_frames)]
+    if cfg.engine.reforge_positions:
+        parts.append("reforge")
+    settings = changed_settings(cfg)
+    if settings:
+        parts.append(f"s{short_hash(settings)}")
+    if cfg.run.limit is not None:
+        parts.append(f"limit{int(cfg.run.limit)}")
+    return "__".join(parts)
+
+
+def cell_dir(cfg: Mapping | DictConfig) -> str:
+    cfg = resolve_config(cfg)
+    return os.path.join(cfg.run.results_root, cell_name(cfg))
+
+
+def identity(cfg: DictConfig) -> dict:
+    """What makes two runs the same cell: everything that changes answers (not paths, the
+    device, the attention kernel of the vision tower, or run options other than limit)."""
+    full, _ = method_params(cfg.method.name, cfg.method.params)
+    return {
+        "model": {k: cfg.model.get(k) for k in ("name", "dtype", "rope_scaling_factor")},
+        "method": {"name": cfg.method.name, "params": full},
+        "dataset": cfg.dataset.name,
+        "sampling": OmegaConf.to_container(cfg.sampling),
+        "engine": OmegaConf.to_container(cfg.engine),
+        "limit": cfg.run.limit,
+    }
+
+
+def check_same_cell(cfg: DictConfig, directory: str) -> None:
+    """Fail if ``directory`` holds a run of another configuration under the same name."""
+    path = os.path.join(directory, "config.yaml")
+    if not os.path.exists(path):
+        return
+    old, new = identity(resolve_config(OmegaConf.load(path))), identity(cfg)
+    if old != new:
+        diff = [k for k in new if old.get(k) != new[k]]
+        raise ValueError(
+            f"{directory} holds a run with different {', '.join(diff)} ({old} vs {new}); "
+            "give the model config another name, or set run.overwrite=true to replace it"
+        )
+
+
+# -- files ----------------------------------------------------------------------------------
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def clear_cell(directory: str) -> None:
+    """Remove a previous run's outputs (``run.overwrite``)."""
+    from .lmms_model import rank_files
+
+    for path in [os.path.join(directory, n) for n in ("metrics.json", f"{PREDICTIONS}.jsonl")] + rank_files(
+            os.path.join(directory, PREDICTIONS)):
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+    import transformers
+
+    def v(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {"retake": v("retake"), "torch": torch.__version__, "transformers": transformers.__version__,
+            "lmms_eval": v("lmms-eval")}
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+def model_args(cfg: DictConfig, max_guide_tokens: int | None, predictions: str) -> dict:
+    """The :class:`RetakeLMM` arguments of a cell (also its ``--model_args`` string)."""
+    return {
+        "pretrained": str(cfg.model.pretrained), "dtype": cfg.model.dtype, "device": cfg.model.device,
+        "attn_implementation": cfg.model.attn_implementation, "rope_scaling_factor": cfg.model.rope_scaling_factor,
+        "method": cfg.method.name, "method_args": OmegaConf.to_container(cfg.method.params),
+        "max_context": cfg.engine.max_context, "chunk_frames": cfg.engine.chunk_frames,
+        "max_new_tokens": cfg.engine.max_new_tokens, "max_guide_tokens": max_guide_tokens,
+        "reforge_positions": cfg.engine.reforge_positions, "fps": cfg.sampling.fps,
+        "max_frames": cfg.sampling.max_frames, "max_long_side": cfg.sampling.max_long_side,
+        "backend": cfg.sampling.backend, "predictions": predictions,
+    }
+
+
+def run_cell(cfg: Mapping | DictConfig) -> dict | None:
+    """Run (or resume, or skip) one cell; returns its metrics.json content on rank 0, None on
+    the other ranks."""
+    cfg = resolve_config(cfg)
+    directory = os.path.abspath(os.path.join(cfg.run.results_root, cell_name(cfg)))
+    rank = int(os.environ.get("RANK", "0"))
+    metrics_path = os.path.join(directory, "metrics.json")
+    if not cfg.run.overwrite:
+        check_same_cell(cfg, directory)
+        if os.path.exists(metrics_path):
+            log(rank, f"cell done, skipped: {directory}")
+            return read_json(metrics_path) if rank == 0 else None
+
+    from .datasets import get_dataset
+    from .lmms_model import RetakeLMM, model_args_string
+
+    spec = get_dataset(cfg.dataset.name)
+    samples = spec.load(cfg.dataset.data_root)  # on every rank: bad data fails everywhere, before the model loads
+    guide = cfg.engine.max_guide_tokens if cfg.engine.max_guide_tokens is not None else spec.max_guide_tokens
+    args = model_args(cfg, guide, os.path.join(directory, PREDICTIONS))
+    lm = RetakeLMM(**args)  # every rank; sets up the process group when WORLD_SIZE > 1
+    task_dir = os.path.join(directory, "task")
+    if rank == 0:
+        os.makedirs(directory, exist_ok=True)
+        if cfg.run.overwrite:
+            clear_cell(directory)
+        write_atomic(os.path.join(directory, "config.yaml"), OmegaConf.to_yaml(cfg))
+        tasks.write_task(cfg.dataset.name, samples, task_dir, limit=cfg.run.limit)
+        log(rank, f"cell {directory}: {len(samples[: cfg.run.limit])} samples, {lm.world_size} process(es)")
+    barrier(lm)  # the others read the task folder and the (cleared) predictions files after this
+    task = tasks.task_name(cfg.dataset.name)
+    results = evaluate(lm, task, task_dir, cfg, model_args_string(args))
+    if rank != 0:
+        return None
+    return finalize(cfg, directory, task, spec, results, lm.world_size)
+
+
+def barrier(lm) -> None:
+    accelerator = getattr(lm, "accelerator", None)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+
+
+def evaluate(lm, task: str, task_dir: str, cfg: DictConfig, model_args_str: str) -> dict | None:
+    """lmms-eval's evaluator on our task: results on rank 0, None elsewhere."""
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    return simple_evaluate(
+        model=lm,
+        model_args=model_args_str,  # a string (0.7.3); only recorded, since model is an instance
+        tasks=[task],
+        task_manager=TaskManager("WARNING", include_path=[task_dir], include_defaults=False),
+        limit=cfg.run.limit,
+        gen_kwargs=f"max_new_tokens={int(cfg.engine.max_new_tokens)}",
+        bootstrap_iters=0,  # the aggregate is a whole-dataset score; no stderr resampling
+        log_samples=False,
+        process_docs_parallel=1,
+        verbosity="WARNING",
+        datetime_str=datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S_%f"),  # the default is frozen at import
+    )
+
+
+def merge_predictions(prefix: str, task: str, samples: list) -> list[dict]:
+    """One record per sample (sorted by uid) from all rank files: the scored fields
+    (:func:`tasks.make_record`) plus what the model measured."""
+    from .lmms_model import read_predictions
+
+    by_uid = {key[2]: rec for key, rec in read_predictions(prefix).items() if key[0] == task}
+    missing = [s.uid for s in samples if s.uid not in by_uid]
+    if missing:
+        raise RuntimeError(f"{len(missing)} sample(s) have no prediction in {prefix}.rank*.jsonl, e.g. {missing[:5]}")
+    records = []
+    for s in samples:
+        raw = by_uid[s.uid]
+        extra = {k: v for k, v in raw.items() if k not in ("task", "uid", "prediction", "error", "rank")}
+        records.append({**tasks.make_record(s, raw.get("prediction"), raw.get("error")), **extra})
+    return sorted(records, key=lambda r: r["uid"])
+
+
+def finalize(cfg: DictConfig, directory: str, task: str, spec, results: dict, num_processes: int) -> dict:
+    """Rank 0: predictions.jsonl, our score, the check against lmms-eval, metrics.json."""
+    samples = tasks.read_task_samples(os.path.join(directory, "task"))
+    records = merge_predictions(os.path.join(directory, PREDICTIONS), task, samples)
+    write_atomic(os.path.join(directory, f"{PREDICTIONS}.jsonl"),
+                 "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+    metrics = spec.score(records)
+    theirs = (results or {}).get("results", {}).get(task, {}).get(f"{tasks.metric_name(spec.name)},none")
+    ours = metrics.get(spec.primary)
+    if not same_number(ours, theirs):
+        log(0, f"WARNING: our {spec.primary} {ours} differs from lmms-eval's aggregate {theirs} ({task})")
+    full, _ = method_params(cfg.method.name, cfg.method.params)
+    result = {
+        "cell": {
+            "model": cfg.model.name, "method": cfg.method.name, "dataset": cfg.dataset.name,
+            "max_context": cfg.engine.max_context, "max_frames": cfg.sampling.max_frames, "method_params": full,
+            "reforge_positions": cfg.engine.reforge_positions, "rope_scaling_factor": cfg.model.rope_scaling_factor,
+            "fps": cfg.sampling.fps,
+        },
+        "metrics": metrics,
+        "primary": spec.primary,
+        "failures": [{"uid": r["uid"], "error": r["error"]} for r in records if r["error"] is not None],
+        "versions": versions(),
+        "num_processes": num_processes,
+        "lmms_eval": {"task": task, "primary": theirs, "agrees": same_number(ours, theirs)},
+    }
+    write_atomic(os.path.join(directory, "metrics.json"), json.dumps(result, indent=2, default=str) + "\n")
+    log(0, f"{cfg.dataset.name} {spec.primary} = {ours} ({metrics.get('num_samples')} samples, "
+           f"{len(result['failures'])} failed): {directory}")
+    return result
+
+
+def same_number(a, b, tol: float = 1e-9) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(float(a) - float(b)) <= tol
+
+
+def log(rank: int, message: str) -> None:
+    """Progress lines on rank 0 (stderr: lmms-eval removes loguru's handlers on import)."""
+    if rank == 0:
+        print(f"[retake] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m retake.harness.runner", description="Run one evaluation cell.")
+    parser.add_argument("--config", required=True,
+                        help="cell YAML (sections: model, method, dataset, sampling, engine, run)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. run.limit=4 engine.max_context=1024")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.config):
+        parser.error(f"config file not found: {args.config}")
+    cfg = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.overrides))
+    result = run_cell(cfg)
+    if result is not None:
+        print(json.dumps({"primary": result["primary"], "score": result["metrics"].get(result["primary"]),
+                          "num_samples": result["metrics"].get("num_samples"), "failures": len(result["failures"])}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

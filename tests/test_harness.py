@@ -1,0 +1,431 @@
+"""The evaluation core: the lmms-eval model ``retake``, the task files and ``run_cell``, run
+end to end through lmms-eval's own evaluator on a tiny random model and tiny benchmarks in
+every official layout (real videos, real loaders, real scoring; nothing on the model path is
+replaced). A random model's answers are arbitrary text, so the checks are about counting:
+metrics.json must equal what the test recomputes from predictions.jsonl by itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from omegaconf import OmegaConf
+
+from retake.harness import tasks
+from retake.harness.datasets import get_dataset
+from retake.harness.lmms_model import (
+    RetakeLMM,
+    manifests,
+    model_args_string,
+    open_for_append,
+    parse_model_args,
+    rank_files,
+    read_predictions,
+    video_of,
+)
+from retake.harness.runner import cell_name, resolve_config, run_cell
+from retake.harness.samples import Sample, format_prompt, parse_answer
+from retake.harness.synthetic_data import write_synthetic_benchmark
+from retake.tiny import write_tiny_model
+
+# one group: under `pytest -n 2 --dist loadgroup` the module's fixtures are built once
+pytestmark = pytest.mark.xdist_group("harness")
+
+FORMATS = ("videomme", "mlvu_dev", "longvideobench_val", "lvbench")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+       "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
+       "TOKENIZERS_PARALLELISM": "false"}
+# measured per run, so never equal between two runs
+VOLATILE = ("vision_seconds", "prefill_seconds", "decode_seconds", "peak_memory_bytes", "peak_memory_kind")
+
+
+def cell(tiny: str, dataset: str, data_root: str, results_root, **engine) -> dict:
+    """A cell config small enough for 2 CPU cores: 8 frames of 56 px, chunks of 4, 3 new tokens."""
+    return {
+        "model": {"name": "tiny_qwen2_vl", "pretrained": tiny, "dtype": "float32", "attn_implementation": "sdpa",
+                  "rope_scaling_factor": None, "device": "cpu"},
+        "method": {"name": "adaretake", "params": {}},
+        "dataset": {"name": dataset, "data_root": data_root},
+        "sampling": {"fps": 2.0, "max_frames": 8, "max_long_side": 56, "backend": "decord"},
+        "engine": {"max_context": 1024, "chunk_frames": 4, "max_new_tokens": 3, "max_guide_tokens": None,
+                   "reforge_positions": False, **engine},
+        "run": {"results_root": str(results_root), "limit": None, "overwrite": False},
+    }
+
+
+def cell_path(cfg: dict) -> str:
+    return os.path.join(cfg["run"]["results_root"], cell_name(resolve_config(cfg)))
+
+
+def read_lines(path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def stable(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in records]
+
+
+def count_lines(path) -> int:
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return f.read().count("\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_yaml(cfg: dict, path) -> str:
+    OmegaConf.save(OmegaConf.create(cfg), path)
+    return str(path)
+
+
+def runner_cmd(config: str) -> list[str]:
+    return [sys.executable, "-m", "retake.harness.runner", "--config", config]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("harness")
+    tiny = write_tiny_model("qwen2_vl", root / "tiny", seed=0)
+    data = write_synthetic_benchmark(root / "data", formats=FORMATS + ("synthetic",))
+    broken = write_synthetic_benchmark(root / "broken", formats=("synthetic",), broken=("missing", "corrupt"))
+    odd = write_synthetic_benchmark(root / "odd", formats=("synthetic",), num_videos=3, questions_per_video=3, seed=1)
+    return {"root": root, "tiny": tiny, "data": data, "broken": broken["synthetic"], "odd": odd["synthetic"]}
+
+
+@pytest.fixture(scope="module")
+def runs(bench):
+    """One uninterrupted single-process cell per benchmark format."""
+    out = {}
+    for fmt in FORMATS:
+        cfg = cell(bench["tiny"], fmt, bench["data"][fmt], bench["root"] / "runs")
+        out[fmt] = (cfg, run_cell(cfg))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(bench):
+    """The uninterrupted single-process run the sharded and the resumed runs must reproduce
+    (9 samples: an odd count, so lmms-eval pads one rank)."""
+    cfg = cell(bench["tiny"], "synthetic", bench["odd"], bench["root"] / "reference")
+    run_cell(cfg)
+    return cfg, read_lines(os.path.join(cell_path(cfg), "predictions.jsonl"))
+
+
+# -- the lmms-eval model ---------------------------------------------------------------------
+
+def test_entry_point_resolves():
+    """`lmms-eval --model retake` resolves through the entry-point group lmms_eval.models."""
+    from lmms_eval.models import get_model, get_model_manifest, list_available_models
+
+    assert "retake" in list_available_models()
+    assert get_model_manifest("retake") == manifests()[0]
+    assert get_model("retake") is RetakeLMM and RetakeLMM.is_simple
+
+
+def test_model_args_from_command_line_strings():
+    from lmms_eval.utils import simple_parse_args_string
+
+    typed = parse_model_args({"pretrained": "/m", "max_context": "1024", "rope_scaling_factor": "none",
+                              "method_args": '{"layer_allocation": "even", "r_min": 0.01}', "reforge_positions": "true",
+                              "fps": 1, "batch_size": 1})
+    assert typed["max_context"] == 1024 and typed["rope_scaling_factor"] is None and typed["reforge_positions"] is True
+    assert typed["method_args"] == {"layer_allocation": "even", "r_min": 0.01} and typed["fps"] == 1.0
+    # what the runner would pass on a command line reads back to the same values
+    again = parse_model_args(simple_parse_args_string(model_args_string(typed)))
+    assert again == typed
+    with pytest.raises(ValueError, match="unknown model_args.*max_contxt.*valid: pretrained"):
+        parse_model_args({"pretrained": "/m", "max_contxt": 1})
+    with pytest.raises(ValueError, match="max_context"):
+        parse_model_args({"pretrained": "/m", "max_context": "lots"})
+    with pytest.raises(ValueError, match="valid choices"):  # before any model is loaded
+        RetakeLMM(pretrained="/nonexistent", method="magic")
+
+
+def test_unsupported_request_types_say_so(bench):
+    lm = RetakeLMM(pretrained=bench["tiny"], dtype="float32", device="cpu")
+    with pytest.raises(NotImplementedError, match="generate_until"):
+        lm.loglikelihood([])
+    with pytest.raises(NotImplementedError, match="single-turn"):
+        lm.generate_until_multi_round([])
+    lm.clean()  # lmms-eval's clean() deletes nn.Module attributes; ours keeps the model
+    assert lm.adapter.model is not None and str(lm.device) == "cpu"
+
+
+def test_a_task_that_exits_on_a_missing_video_only_fails_that_sample():
+    """lmms-eval's VideoMME / MLVU doc_to_visual call sys.exit on a missing file."""
+    def exits(doc):
+        sys.exit(-1)
+
+    with pytest.raises(FileNotFoundError, match="sys.exit"):
+        video_of(exits, {})
+    with pytest.raises(TypeError, match="video file path"):
+        video_of(lambda doc: [object()], {})
+    assert video_of(lambda doc: ["/v.mp4", "/other.mp4"], {}) == "/v.mp4"
+
+
+def test_predictions_files_survive_a_kill(tmp_path):
+    """A line cut by a kill is dropped before appending; every rank's file is read; first line wins."""
+    prefix = str(tmp_path / "p")
+    with open(prefix + ".rank0.jsonl", "w") as f:
+        f.write(json.dumps({"task": "t", "doc_id": 0, "uid": "a", "prediction": "A", "error": None}) + "\n")
+        f.write('{"task": "t", "doc_id": 1, "uid": "b", "predic')  # killed mid-write
+    with open(prefix + ".rank10.jsonl", "w") as f:
+        f.write(json.dumps({"task": "t", "doc_id": 0, "uid": "a", "prediction": "late", "error": None}) + "\n")
+    with open(prefix + ".rank2.jsonl", "w") as f:
+        f.write(json.dumps({"task": "t", "doc_id": 2, "uid": None, "prediction": "", "error": "boom"}) + "\n")
+    assert [os.path.basename(p) for p in rank_files(prefix)] == ["p.rank0.jsonl", "p.rank2.jsonl", "p.rank10.jsonl"]
+    done = read_predictions(prefix)
+    assert set(done) == {("t", 0, "a"), ("t", 2, None)} and done[("t", 0, "a")]["prediction"] == "A"
+    with open_for_append(prefix + ".rank0.jsonl") as f:
+        f.write(json.dumps({"task": "t", "doc_id": 1, "uid": "b", "prediction": "B", "error": None}) + "\n")
+    lines = read_lines(prefix + ".rank0.jsonl")  # every line is whole again
+    assert [r["uid"] for r in lines] == ["a", "b"]
+
+
+# -- task files --------------------------------------------------------------------------------
+
+def test_task_files_load_in_lmms_eval(tmp_path):
+    """write_task's folder loads with lmms-eval's TaskManager; its functions give our prompt, an
+    unchecked video path, parse_answer's letter and the dataset's score() of known answers."""
+    from lmms_eval.tasks import TaskManager, get_task_dict
+
+    samples = [Sample(f"q{i}", str(tmp_path / "missing.mp4"), f"Question {i}?", ["x", "y", "z", "w"], "ABCD"[i % 4],
+                      meta={"question_type": "motion" if i < 4 else "colour"}) for i in range(8)]
+    name = tasks.write_task("synthetic", samples, tmp_path / "task", limit=6)
+    assert name == "retake_synthetic" and len(tasks.read_task_samples(tmp_path / "task")) == 6
+    manager = TaskManager("WARNING", include_path=[str(tmp_path / "task")], include_defaults=False)
+    assert manager.all_tasks == [name]
+    task = get_task_dict([name], manager)[name]
+    docs = list(task.test_docs())
+    assert [d["uid"] for d in docs] == [s.uid for s in samples[:6]]
+    assert task.doc_to_text(docs[1]) == format_prompt(samples[1])
+    assert task.doc_to_visual(docs[0]) == [str(tmp_path / "missing.mp4")]  # no existence check, no sys.exit
+    # known answers: q0, q1 right; q2 wrong; q3 unparsable; q4 right ("The answer is A"); q5 empty (a failure)
+    replies = ["A", "B. y", "A", "I think so", "The answer is A", ""]
+    records = [task.process_results(d, [r])[tasks.metric_name("synthetic")] for d, r in zip(docs, replies)]
+    assert [r["parsed"] for r in records] == ["A", "B", "A", None, "A", None]
+    aggregate = task.aggregation()[tasks.metric_name("synthetic")]
+    assert aggregate(records) == pytest.approx(100 * 3 / 6)
+    assert get_dataset("synthetic").score(records)["num_unparsable"] == 2
+
+
+# -- end to end through simple_evaluate -----------------------------------------------------------
+
+def recount(records: list[dict], samples: dict[str, Sample], dataset: str) -> dict:
+    """The headline counts, computed here from predictions.jsonl without the scoring module."""
+    correct = [r["error"] is None and r["parsed"] is not None and r["parsed"] == samples[r["uid"]].answer
+               for r in records]
+    out = {
+        "num_samples": len(records),
+        "num_correct": sum(correct),
+        "num_failed": sum(r["error"] is not None for r in records),
+        "num_unparsable": sum(r["error"] is None and r["parsed"] is None for r in records),
+        "accuracy": 100.0 * sum(correct) / len(records),
+    }
+    if dataset == "mlvu_dev":
+        by_type: dict[str, list[bool]] = {}
+        for r, ok in zip(records, correct):
+            by_type.setdefault(samples[r["uid"]].meta["question_type"], []).append(ok)
+        out["m_avg"] = sum(100.0 * sum(v) / len(v) for v in by_type.values()) / len(by_type)
+    return out
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_end_to_end_every_benchmark_format(runs, bench, fmt):
+    cfg, result = runs[fmt]
+    directory = cell_path(cfg)
+    spec = get_dataset(fmt)
+    samples = {s.uid: s for s in spec.load(bench["data"][fmt])}
+    records = read_lines(os.path.join(directory, "predictions.jsonl"))
+    assert [r["uid"] for r in records] == sorted(samples)  # one line per sample, sorted
+    for r in records:
+        s = samples[r["uid"]]
+        assert r["answer"] == s.answer and r["meta"] == s.meta and r["error"] is None
+        assert isinstance(r["prediction"], str) and r["parsed"] == parse_answer(r["prediction"], s.letters)
+        assert r["frames"] == 8 and r["generated_tokens"] <= 3 and r["kv_tokens_mean"] > 0
+    with open(os.path.join(directory, "metrics.json")) as f:
+        stored = json.load(f)
+    assert stored == result
+    expected = recount(records, samples, fmt)
+    assert {k: stored["metrics"][k] for k in expected} == pytest.approx(expected)
+    assert stored["metrics"] == spec.score(records)  # the scoring the tables use, on the file
+    assert stored["primary"] == spec.primary and stored["failures"] == [] and stored["num_processes"] == 1
+    assert stored["lmms_eval"]["agrees"] and stored["lmms_eval"]["task"] == f"retake_{fmt}"
+    assert stored["cell"] == {"model": "tiny_qwen2_vl", "method": "adaretake", "dataset": fmt, "max_context": 1024,
+                              "max_frames": 8, "reforge_positions": False, "rope_scaling_factor": None, "fps": 2.0,
+                              "method_params": {"temporal_allocation": True, "layer_allocation": "adaptive",
+                                                "r_min": 0.001, "w_min": 1.0}}
+    assert set(stored["versions"]) == {"retake", "torch", "transformers", "lmms_eval"}
+    assert OmegaConf.to_container(OmegaConf.load(os.path.join(directory, "config.yaml")))["dataset"]["name"] == fmt
+
+
+def test_missing_and_corrupt_videos_are_failures_not_crashes(bench):
+    cfg = cell(bench["tiny"], "synthetic", bench["broken"], bench["root"] / "broken_runs")
+    result = run_cell(cfg)
+    samples = get_dataset("synthetic").load(bench["broken"])
+    bad = {s.uid: os.path.basename(s.video) for s in samples if "missing" in s.video or "corrupt" in s.video}
+    assert len(bad) == 4 and len(samples) == 8
+    reasons = {f["uid"]: f["error"] for f in result["failures"]}
+    assert set(reasons) == set(bad)
+    for uid, error in reasons.items():
+        assert bad[uid] in error and ("file not found" in error if "missing" in bad[uid] else "undecodable" in error)
+    metrics = result["metrics"]
+    assert metrics["num_failed"] == 4 and metrics["num_samples"] == 8
+    records = read_lines(os.path.join(cell_path(cfg), "predictions.jsonl"))
+    assert all((r["prediction"] is None) == (r["uid"] in bad) for r in records)
+    assert metrics == get_dataset("synthetic").score(records) and result["lmms_eval"]["agrees"]
+
+
+def test_finished_cell_is_skipped_without_loading_the_model(runs):
+    cfg, result = runs["videomme"]
+    directory = cell_path(cfg)
+    files = [os.path.join(directory, n) for n in ("metrics.json", "predictions.jsonl", "predictions.rank0.jsonl")]
+    before = [os.stat(p).st_mtime_ns for p in files]
+    again = json.loads(json.dumps(cfg))
+    again["model"]["pretrained"] = "/nonexistent/checkpoint"  # loading it would fail
+    assert run_cell(again) == result
+    assert [os.stat(p).st_mtime_ns for p in files] == before
+
+
+def test_same_name_other_settings_fails(runs):
+    cfg, _ = runs["lvbench"]
+    other = json.loads(json.dumps(cfg))
+    other["model"]["dtype"] = "bfloat16"  # not part of the directory name
+    with pytest.raises(ValueError, match="different model"):
+        run_cell(other)
+
+
+# -- the cell-directory rule ------------------------------------------------------------------
+
+def test_cell_names_come_from_the_config_only(tmp_path):
+    base = cell("m", "videomme", "/d", tmp_path)
+    base["engine"].update(max_context=16384, chunk_frames=32, max_new_tokens=16)
+    base["sampling"].update(max_frames=1024, max_long_side=448)
+    name = lambda c: cell_name(resolve_config(c))
+    assert name(base) == "tiny_qwen2_vl__adaretake__videomme__16384__1024"
+    same = json.loads(json.dumps(base))
+    same["method"]["params"] = {"r_min": 1e-3, "w_min": 1, "layer_allocation": "adaptive"}  # the defaults, spelled out
+    same["run"]["overwrite"] = True
+    same["dataset"]["data_root"] = "/elsewhere"
+    assert name(same) == name(base)
+    names = set()
+    for params in ({"layer_allocation": "even"}, {"temporal_allocation": False}, {"r_min": 0.01},
+                   {"temporal_allocation": False, "layer_allocation": "even"}):
+        c = json.loads(json.dumps(base))
+        c["method"]["params"] = params
+        assert name(c).startswith("tiny_qwen2_vl__adaretake-") and name(c).endswith("__videomme__16384__1024")
+        names.add(name(c))
+    assert len(names) == 4
+    for section, key, value in (("engine", "reforge_positions", True), ("engine", "chunk_frames", 16),
+                                ("sampling", "fps", 1.0), ("engine", "max_guide_tokens", 64), ("run", "limit", 20)):
+        c = json.loads(json.dumps(base))
+        c[section][key] = value
+        names.add(name(c))
+    assert len(names) == 9
+    assert any(n.endswith("__reforge") for n in names) and any(n.endswith("__limit20") for n in names)
+
+
+def test_paper_table_cells_never_collide():
+    """Every cell of the Table 3 / Table 4 sweeps gets its own directory."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=conf):
+            for exp, axis, rows in (("table3", "+table3_row", [f"r{i}" for i in range(7)]),
+                                    ("table4", "+table4_row", ["baseline", "adaretake"])):
+                cfgs = [compose("config", overrides=[f"+experiment={exp}", f"{axis}={r}", "dataset=videomme",
+                                                     "data_root=/d"]) for r in rows]
+                names = [cell_name(resolve_config(c)) for c in cfgs]
+                assert len(set(names)) == len(rows), names
+    finally:
+        GlobalHydra.instance().clear()
+
+
+# -- processes: kill and resume, sharding, the CLI ----------------------------------------------
+
+def test_killed_run_resumes_to_the_same_predictions(bench, reference, tmp_path):
+    """SIGKILL a runner process once a few samples are written; the rerun finishes the rest
+    and ends with the uninterrupted run's predictions: none lost, none twice."""
+    ref_cfg, ref_records = reference
+    cfg = json.loads(json.dumps(ref_cfg))
+    cfg["run"]["results_root"] = str(tmp_path / "runs")
+    config = write_yaml(cfg, tmp_path / "cell.yaml")
+    rank0 = os.path.join(cell_path(cfg), "predictions.rank0.jsonl")
+    proc = subprocess.Popen(runner_cmd(config), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if count_lines(rank0) >= 2:
+                break
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    written = count_lines(rank0)
+    assert 2 <= written < len(ref_records), "the run was not stopped half-way"
+    assert not os.path.exists(os.path.join(cell_path(cfg), "metrics.json"))
+    done = subprocess.run(runner_cmd(config), env=ENV, check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = read_lines(rank0)
+    assert len(lines) == len(ref_records) == len({r["uid"] for r in lines})  # each sample answered once
+    assert stable(read_lines(os.path.join(cell_path(cfg), "predictions.jsonl"))) == stable(ref_records)
+
+
+def test_two_processes_give_the_same_predictions(bench, reference, tmp_path):
+    """Two CPU processes (lmms-eval's strided sharding, one rank padded) = one process; the
+    cell then resumes in one process from the two rank files without answering anything again."""
+    ref_cfg, ref_records = reference
+    cfg = json.loads(json.dumps(ref_cfg))
+    cfg["run"]["results_root"] = str(tmp_path / "runs")
+    config = write_yaml(cfg, tmp_path / "cell.yaml")
+    # on CPU `accelerate launch --cpu` starts ONE process (multi-CPU wants mpirun); --multi_gpu
+    # starts N, and the model sets ACCELERATE_USE_CPU for accelerate's gloo group
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()), "-m", "retake.harness.runner", "--config", config]
+    done = subprocess.run(cmd, env=ENV, check=False, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    directory = cell_path(cfg)
+    assert [len(read_lines(p)) for p in rank_files(os.path.join(directory, "predictions"))] == [5, 4]
+    with open(os.path.join(directory, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["num_processes"] == 2 and metrics["lmms_eval"]["agrees"]
+    assert stable(read_lines(os.path.join(directory, "predictions.jsonl"))) == stable(ref_records)
+    # resume with another number of processes: everything is found in the two rank files
+    os.remove(os.path.join(directory, "metrics.json"))
+    sizes = [os.path.getsize(p) for p in rank_files(os.path.join(directory, "predictions"))]
+    assert run_cell(cfg)["num_processes"] == 1
+    assert [os.path.getsize(p) for p in rank_files(os.path.join(directory, "predictions"))] == sizes
+    assert stable(read_lines(os.path.join(directory, "predictions.jsonl"))) == stable(ref_records)
+
+
+@pytest.mark.slow
+def test_lmms_eval_command_line_runs_the_model(bench, reference, tmp_path):
+    """`lmms-eval --model retake --model_args ... --tasks retake_synthetic --include_path DIR`."""
+    ref_cfg, ref_records = reference
+    task_dir = os.path.join(cell_path(ref_cfg), "task")
+    args = {"pretrained": bench["tiny"], "dtype": "float32", "device": "cpu", "method": "adaretake",
+            "max_context": 1024, "chunk_frames": 4, "max_frames": 8, "max_long_side": 56,
+            "predictions": str(tmp_path / "cli")}
+    exe = os.path.join(os.path.dirname(sys.executable), "lmms-eval")
+    cmd = [exe, "--model", "retake", "--model_args", model_args_string(args), "--tasks", "retake_synthetic",
+           "--include_path", task_dir, "--gen_kwargs", "max_new_tokens=3", "--output_path", str(tmp_path / "out")]
+    done = subprocess.run(cmd, env=ENV, check=False, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0 and "retake_accuracy" in done.stdout, done.stderr[-3000:]
+    answers = {r["uid"]: r["prediction"] for r in read_predictions(str(tmp_path / "cli")).values()}
+    assert answers == {r["uid"]: r["prediction"] for r in ref_records}
