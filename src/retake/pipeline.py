@@ -46,7 +46,8 @@ def answer_question(
 
     video, inputs, prompt = sample(sampling.max_frames)
     if getattr(method, "fits_frames_to_context", False):
-        fit = max_frames_for_context(engine.max_context, prompt.num_text_tokens, inputs.tokens_per_step, inputs.frames_per_step)
+        # a step's cost includes the text some families interleave per step (Qwen3-VL's timestamps)
+        fit = max_frames_for_context(engine.max_context, prompt.num_text_tokens, inputs.max_step_tokens, inputs.frames_per_step)
         if fit < video.num_frames:  # sample again, fewer frames over the same timeline
             video, inputs, prompt = sample(fit)
     out = Engine(adapter, engine).run(inputs, prompt, method)

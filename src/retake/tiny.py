@@ -14,7 +14,7 @@ import os
 
 import torch
 
-TINY_ARCHS = ("qwen2_vl", "qwen2_5_vl")
+TINY_ARCHS = ("qwen2_vl", "qwen2_5_vl", "llava_onevision", "qwen3_vl")
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -91,6 +91,8 @@ def tiny_config(arch: str, tokenizer, layers: int = 4, hidden: int = 64, heads: 
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
     )
+    if arch == "llava_onevision":
+        return tiny_llava_onevision_config(tokenizer, text)
     common = dict(
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -98,6 +100,8 @@ def tiny_config(arch: str, tokenizer, layers: int = 4, hidden: int = 64, heads: 
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False,
     )
+    if arch == "qwen3_vl":
+        return tiny_qwen3_vl_config(text, common, head_dim)
     if arch == "qwen2_vl":
         from transformers import Qwen2VLConfig
 
@@ -112,11 +116,55 @@ def tiny_config(arch: str, tokenizer, layers: int = 4, hidden: int = 64, heads: 
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
 
 
+def tiny_llava_tokenizer():
+    """The byte-level tokenizer plus LLaVA's ``<image>`` / ``<video>`` placeholders and
+    LLaVA-Video's chat template (what the conversion script adds to Qwen2's tokenizer)."""
+    from transformers import AddedToken
+
+    from .models.llava_onevision import LLAVA_PLACEHOLDERS, LLAVA_VIDEO_CHAT_TEMPLATE
+
+    tok = tiny_tokenizer()
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in LLAVA_PLACEHOLDERS], special_tokens=True)
+    tok.chat_template = LLAVA_VIDEO_CHAT_TEMPLATE
+    return tok
+
+
+def tiny_llava_onevision_config(tokenizer, text: dict):
+    """Tiny SigLIP tower (70 px, patch 14: 5 x 5 patches, pooled to 3 x 3 = 9 tokens per frame,
+    odd like 27 -> 14 at 384 px) and a Qwen2 LLM from the shared text sizes (1-D RoPE)."""
+    from transformers import LlavaOnevisionConfig
+
+    text = dict(text, model_type="qwen2", rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    vision = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2, image_size=70, patch_size=14, vision_use_head=False)
+    return LlavaOnevisionConfig(
+        text_config=text, vision_config=vision, tie_word_embeddings=False,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+    )
+
+
+def tiny_qwen3_vl_config(text: dict, common: dict, head_dim: int):
+    """Tiny Qwen3-VL: patch 16 (sides multiples of 32), a 3-block tower whose blocks 0 and 1
+    feed DeepStack (added after LLM layers 0 and 1), interleaved M-RoPE, no default system prompt."""
+    from transformers import Qwen3VLConfig
+
+    text = dict(text, head_dim=head_dim, rope_parameters=dict(text["rope_parameters"], mrope_interleaved=True))
+    vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
+                  patch_size=16, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
+                  num_position_embeddings=64, deepstack_visual_indexes=[0, 1])
+    return Qwen3VLConfig(text_config=text, vision_config=vision, **common)
+
+
 def build_tiny_model(arch: str, seed: int = 0, **sizes):
     """(model, tokenizer), weights drawn from ``seed``."""
     from .models import MODEL_FAMILIES
 
-    tok = tiny_tokenizer()
+    tok = tiny_llava_tokenizer() if arch == "llava_onevision" else tiny_tokenizer()
+    if arch == "qwen3_vl":
+        from .models.qwen3_vl import QWEN3_VL_CHAT_TEMPLATE
+
+        tok.chat_template = QWEN3_VL_CHAT_TEMPLATE
     cfg = tiny_config(arch, tok, **sizes)
     torch.manual_seed(seed)
     model_class = MODEL_FAMILIES[cfg.model_type][0]()
@@ -139,6 +187,20 @@ def write_tiny_model(arch: str, out_dir: str | os.PathLike, seed: int = 0, **siz
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     vc = model.config.vision_config
+    if arch == "llava_onevision":
+        from .models.llava_onevision import siglip_preprocessor_config
+
+        with open(os.path.join(out_dir, "preprocessor_config.json"), "w") as f:
+            json.dump(siglip_preprocessor_config(vc.image_size), f, indent=2)
+        return out_dir
+    if arch == "qwen3_vl":  # Qwen3-VL's image and video processor configs: mean/std 0.5
+        pp = dict(patch_size=vc.patch_size, temporal_patch_size=vc.temporal_patch_size, merge_size=vc.spatial_merge_size,
+                  image_mean=[0.5] * 3, image_std=[0.5] * 3)
+        for fname, key, kind in (("preprocessor_config.json", "image_processor_type", "Qwen2VLImageProcessor"),
+                                 ("video_preprocessor_config.json", "video_processor_type", "Qwen3VLVideoProcessor")):
+            with open(os.path.join(out_dir, fname), "w") as f:
+                json.dump({key: kind, **pp}, f, indent=2)
+        return out_dir
     with open(os.path.join(out_dir, "preprocessor_config.json"), "w") as f:
         json.dump(
             {

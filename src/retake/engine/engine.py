@@ -13,6 +13,9 @@
 The video's visual embeddings ``[N_v, hidden]`` are computed before prefill and kept until
 it ends (methods allocate budgets from them); vision activations are bounded by
 ``vision_batch_steps``. Everything else held is the cache plus one chunk's activations.
+An adapter may return per-token extras with the embeddings (``VideoFeatures``, e.g.
+Qwen3-VL's DeepStack features): each chunk's slice of them, cut like its embeddings, goes
+back to the adapter with that chunk (``forward_embeds(..., video_extras=...)``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..methods.base import ChunkSpan, LayerKeep, LayerView, Method, VideoPlan
-from ..models.base import Prompt, VideoInputs, VideoLMAdapter
+from ..models.base import Prompt, VideoFeatures, VideoInputs, VideoLMAdapter
 from .cache import CompressibleCache
 from .positions import ReforgedPositions
 
@@ -62,7 +65,7 @@ class EngineOutput:
     vision_seconds: float
     prefill_seconds: float  # vision encoding included
     decode_seconds: float
-    peak_memory_bytes: int | None  # accelerator peak during the run; None on CPU
+    peak_memory_bytes: int | None  # accelerator peak during the run, summed over the model's devices; None on CPU
     cache: CompressibleCache | None = None  # the final cache, when run(..., return_cache=True)
 
 
@@ -80,10 +83,12 @@ class _StepContext:
         self.positions, self._rope, self._cs = positions, rope, {}
         self.rotations = rotations
 
-    def rope(self, ids: torch.Tensor):
+    def rope(self, ids: torch.Tensor, device: torch.device | None = None):
+        """cos/sin of ``ids``, on ``device`` if given (layers may sit on different devices)."""
         if id(ids) not in self._cs:
             self._cs[id(ids)] = self._rope(ids)
-        return self._cs[id(ids)]
+        cos, sin = self._cs[id(ids)]
+        return (cos, sin) if device is None else (cos.to(device), sin.to(device))
 
     def observe(self, layer: int, query, key, value, scaling) -> None:
         if self.method is None or not self.method.observes:
@@ -91,7 +96,7 @@ class _StepContext:
         ids = self.positions[layer] if isinstance(self.positions, dict) else self.positions
         view = LayerView(
             layer=layer, chunk=self.chunk, query=query[0], key=key[0], value=value[0],
-            num_chunk=self.n, num_guide=self.g, scaling=scaling, positions=ids, rope=lambda: self.rope(ids),
+            num_chunk=self.n, num_guide=self.g, scaling=scaling, positions=ids, rope=lambda: self.rope(ids, query.device),
         )
         self.method.observe(view)
 
@@ -121,16 +126,20 @@ class Engine:
         self.adapter = adapter
         self.config = config or EngineConfig()
 
+    def _accelerators(self) -> list[torch.device]:
+        """The CUDA devices the model sits on (several under a multi-device ``device_map``)."""
+        return sorted({p.device for p in self.adapter.model.parameters() if p.device.type == "cuda"}, key=str)
+
     def _sync(self):
-        if self.adapter.device.type == "cuda":
-            torch.cuda.synchronize(self.adapter.device)
+        for d in self._accelerators():
+            torch.cuda.synchronize(d)
 
     @torch.no_grad()
     def run(self, video: VideoInputs, prompt: Prompt, method: Method, return_cache: bool = False) -> EngineOutput:
         ad, cfg = self.adapter, self.config
-        cuda = ad.device.type == "cuda"
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(ad.device)
+        accelerators = self._accelerators()
+        for d in accelerators:
+            torch.cuda.reset_peak_memory_stats(d)
         if cfg.chunk_frames % video.frames_per_step:
             raise ValueError(f"chunk_frames={cfg.chunk_frames} is not a multiple of {video.frames_per_step} frames per grid step")
         ids, pos = prompt.input_ids, prompt.position_ids
@@ -146,13 +155,16 @@ class Engine:
         # 2. vision
         tv = time.perf_counter()
         features = ad.encode_video(video, batch_steps=cfg.vision_batch_steps)
+        extras = {}
+        if isinstance(features, VideoFeatures):
+            features, extras = features.embeds, features.extras
         self._sync()
         vision_seconds = time.perf_counter() - tv
         chunks = chunk_spans(video.step_token_offsets, cfg.chunk_frames // video.frames_per_step)
         plan = VideoPlan(
             num_layers=ad.num_layers, chunks=chunks, keep_ratio=r, max_context=cfg.max_context,
             num_video_tokens=n_video, num_text_tokens=n_text, tokens_per_step=video.tokens_per_step,
-            step_token_offsets=video.step_token_offsets, features=features,
+            step_token_offsets=video.step_token_offsets, features=features, visual_mask=video.visual_mask,
         )
         method.begin(plan)
 
@@ -168,9 +180,11 @@ class Engine:
         for chunk in chunks:
             x = features[chunk.token_start : chunk.token_end]
             p = pos[:, vs + chunk.token_start : vs + chunk.token_end]
+            ex = {k: v[chunk.token_start : chunk.token_end] for k, v in extras.items()}
             if plan.input_keep is not None:  # tokens the method dropped before prefill
                 m = plan.input_keep[chunk.token_start : chunk.token_end]
                 x, p = x[m.to(x.device)], p[:, m.cpu()]
+                ex = {k: v[m.to(v.device)] for k, v in ex.items()}
             n = int(x.shape[0])
             if n == 0:
                 continue
@@ -186,7 +200,7 @@ class Engine:
                 layer_ids, rotations = reforge.chunk(p_video, p_guide, x)
             ctx = _StepContext(method, chunk, n, g, positions=layer_ids, rope=lambda q, x=x: ad.rope(q, x), rotations=rotations)
             cache.input_rotation = rotations
-            ad.forward_embeds(x, p, cache, retake_ctx=ctx)
+            ad.forward_embeds(x, p, cache, retake_ctx=ctx, **({"video_extras": ex} if ex else {}))
             cache.input_rotation = None
             selection = method.select(chunk)
             if len(selection) != ad.num_layers:
@@ -249,6 +263,6 @@ class Engine:
             vision_seconds=vision_seconds,
             prefill_seconds=prefill_seconds,
             decode_seconds=decode_seconds,
-            peak_memory_bytes=int(torch.cuda.max_memory_allocated(ad.device)) if cuda else None,
+            peak_memory_bytes=sum(int(torch.cuda.max_memory_allocated(d)) for d in accelerators) if accelerators else None,
             cache=cache if return_cache else None,
         )

@@ -45,13 +45,19 @@ class ChunkSpan:
 class VideoPlan:
     """What a method knows before prefill.
 
-    features: visual embeddings ``[N_v, hidden]`` (LLM space, after the merger).
+    features: input embeddings of the video span ``[N_v, hidden]`` (LLM space, after the
+        merger); where the family interleaves text with the grid tokens (Qwen3-VL's
+        timestamps), those tokens' text embeddings are in place and ``visual_mask`` says which
+        tokens are visual. Every span token, text or not, may be dropped like any other.
     step_token_offsets: ``[num_steps + 1]`` token offset of each grid step.
+    tokens_per_step: grid (visual) tokens per step.
     keep_ratio: global video keep ratio r = min(1, (max_context - text) / N_v) (spec §1).
     input_keep: set by a method in ``begin`` to drop video tokens before prefill: bool
         ``[N_v]``; dropped tokens are never fed, kept ones keep their positions, and a chunk's
         ``select`` indices then refer to its fed tokens only (``ChunkSpan.num_tokens`` stays
         the chunk's full size; ``LayerView.num_chunk`` is what was fed).
+    visual_mask: bool ``[N_v]``, True at grid tokens, for families with interleaved text;
+        None: a step's grid tokens are its first ``tokens_per_step`` tokens.
     """
 
     num_layers: int
@@ -64,6 +70,7 @@ class VideoPlan:
     step_token_offsets: list[int]
     features: torch.Tensor
     input_keep: torch.Tensor | None = None
+    visual_mask: torch.Tensor | None = None
 
     def fed(self, chunk: ChunkSpan) -> int:
         """Tokens of ``chunk`` that are fed to the model."""
@@ -71,8 +78,19 @@ class VideoPlan:
             return chunk.num_tokens
         return int(self.input_keep[chunk.token_start : chunk.token_end].sum())
 
+    def grid_index(self) -> torch.Tensor:
+        """Span offsets of every step's grid tokens, ``[num_steps, tokens_per_step]`` (row-major
+        over the merged frame grid): token p of step t is ``features[grid_index()[t, p]]``."""
+        off = self.step_token_offsets
+        if self.visual_mask is None:
+            return torch.tensor(off[:-1])[:, None] + torch.arange(self.tokens_per_step)
+        return self.visual_mask.nonzero().squeeze(1).reshape(len(off) - 1, self.tokens_per_step)
+
     def step_features(self) -> torch.Tensor:
-        """Mean visual token of every grid step, ``[num_steps, hidden]``."""
+        """Mean visual token of every grid step, ``[num_steps, hidden]`` (interleaved text
+        tokens, where ``visual_mask`` marks them, left out)."""
+        if self.visual_mask is not None:
+            return self.features[self.grid_index().to(self.features.device)].float().mean(1)
         off = self.step_token_offsets
         return torch.stack([self.features[off[s] : off[s + 1]].float().mean(0) for s in range(len(off) - 1)])
 

@@ -12,7 +12,9 @@ from typing import Callable
 import torch
 
 from .base import Prompt, VideoInputs, VideoLMAdapter
+from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_vl import QwenVLAdapter
+from .qwen3_vl import Qwen3VLAdapter
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -29,10 +31,24 @@ def _qwen2_5_vl_classes():
     return Qwen2_5_VLForConditionalGeneration
 
 
+def _qwen3_vl_classes():
+    from transformers import Qwen3VLForConditionalGeneration
+
+    return Qwen3VLForConditionalGeneration
+
+
+def _llava_onevision_classes():
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    return LlavaOnevisionForConditionalGeneration
+
+
 # model_type (config.json) -> (model class factory, adapter class)
 MODEL_FAMILIES: dict[str, tuple[Callable, type[VideoLMAdapter]]] = {
     "qwen2_vl": (_qwen2_vl_classes, QwenVLAdapter),
     "qwen2_5_vl": (_qwen2_5_vl_classes, QwenVLAdapter),
+    "llava_onevision": (_llava_onevision_classes, LlavaOnevisionAdapter),
+    "qwen3_vl": (_qwen3_vl_classes, Qwen3VLAdapter),
 }
 
 

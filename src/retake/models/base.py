@@ -25,6 +25,11 @@ class VideoInputs:
     ``step_token_offsets[s]`` is the offset of grid step s's first token inside the video's
     token span; the last entry is the span's length (it may include trailing tokens such as
     a newline token, which then belong to the last step).
+
+    ``visual_mask`` (bool ``[N_v]``) is set by families that interleave text with the grid
+    tokens inside the span (Qwen3-VL: a timestamp and vision start/end tokens per step): True
+    at the ``tokens_per_step`` grid tokens of every step. None: no interleaved text, a step's
+    grid tokens are its first ``tokens_per_step`` tokens.
     """
 
     pixel_values: torch.Tensor
@@ -35,6 +40,7 @@ class VideoInputs:
     step_token_offsets: list[int]
     sampling_fps: float
     timestamps: list[float]
+    visual_mask: torch.Tensor | None = None
 
     @property
     def num_steps(self) -> int:
@@ -43,6 +49,28 @@ class VideoInputs:
     @property
     def num_tokens(self) -> int:
         return self.step_token_offsets[-1]
+
+    @property
+    def max_step_tokens(self) -> int:
+        """Most tokens one grid step costs: its grid tokens plus the most interleaved text of
+        any step (``visual_mask``) or trailing tokens (LLaVA's newline, in the last step)."""
+        off = self.step_token_offsets
+        return max(off[s + 1] - off[s] for s in range(self.num_steps))
+
+
+@dataclass
+class VideoFeatures:
+    """``encode_video``'s answer when the language model needs more than the span's embeddings.
+
+    embeds: ``[N_v, hidden]`` input embeddings of the whole video span.
+    extras: ``{name: [N_v, ...]}`` per-token inputs (e.g. Qwen3-VL's DeepStack features). The
+        engine slices them exactly like ``embeds`` (chunk, ``plan.input_keep``) and hands the
+        chunk's slice back through ``forward_embeds(..., video_extras=...)``; text, guide and
+        decoding steps get none. Adapters that need nothing more return a plain tensor.
+    """
+
+    embeds: torch.Tensor
+    extras: dict[str, torch.Tensor]
 
 
 @dataclass
@@ -91,9 +119,11 @@ class VideoLMAdapter(ABC):
         """Chat-template prompt with the video expanded to its tokens, and position ids."""
 
     @abstractmethod
-    def encode_video(self, video: VideoInputs, batch_steps: int = 16) -> torch.Tensor:
-        """Visual embeddings ``[N_v, hidden]`` in LLM space, encoded ``batch_steps`` grid steps
-        at a time so that vision activations stay bounded."""
+    def encode_video(self, video: VideoInputs, batch_steps: int = 16) -> torch.Tensor | VideoFeatures:
+        """Input embeddings of the video span ``[N_v, hidden]`` in LLM space (visual features;
+        interleaved text tokens' embeddings in place), encoded ``batch_steps`` grid steps at a
+        time so that vision activations stay bounded; a :class:`VideoFeatures` when the
+        language model needs per-token extras too."""
 
     # -- language model -----------------------------------------------------------------
     @property
@@ -111,7 +141,10 @@ class VideoLMAdapter(ABC):
     @abstractmethod
     def forward_embeds(self, embeds: torch.Tensor, position_ids: torch.Tensor, cache, **attn_kwargs) -> torch.Tensor:
         """Run the language model on ``[1, S, hidden]`` with ``[R, S]`` positions appending to
-        ``cache``; extra kwargs reach the attention function. Returns final-norm hidden states."""
+        ``cache``; extra kwargs reach the attention function. Returns final-norm hidden states.
+        Adapters whose ``encode_video`` returns :class:`VideoFeatures` also take
+        ``video_extras`` (``{name: [n, ...]}``, the extras of the input's first n tokens, the
+        chunk; the guide after it has none); the engine passes it only for video chunks."""
 
     @abstractmethod
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
