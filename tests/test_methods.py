@@ -304,3 +304,19 @@ def test_bad_parameters_fail_clearly():
         get_method("adaretake", r_min=0)
     with pytest.raises(ValueError, match="keyframe_ratio"):
         get_method("retake", keyframe_ratio=1.5)
+
+
+def test_retake_pivots_are_grid_tokens_only(adapters, sampled):
+    """Families that interleave text with the grid (Qwen3-VL's timestamps): DPSelect reads the
+    grid tokens only, so pivots and keyframe drops never land on the text tokens."""
+    if "qwen3_vl" not in adapters:
+        pytest.skip("no interleaved family registered")
+    ad = adapters["qwen3_vl"]
+    inputs, prompt = make_inputs(ad, sampled)
+    assert inputs.visual_mask is not None and not inputs.visual_mask.all()
+    m = get_method("retake", keyframe_ratio=0.5)
+    budget = prompt.num_text_tokens + inputs.num_tokens // 2
+    Engine(ad, EngineConfig(chunk_frames=4, max_context=budget, max_new_tokens=1)).run(inputs, prompt, m)
+    text = ~inputs.visual_mask
+    assert m.pivot_tokens.any() and not (m.pivot_tokens & text).any()
+    assert m.fed_tokens[text].all() and not m.fed_tokens[inputs.visual_mask].all()

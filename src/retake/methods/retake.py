@@ -75,16 +75,15 @@ class ReTaKe(Method):
 
     def begin(self, plan: VideoPlan) -> None:
         super().begin(plan)
-        off = plan.step_token_offsets
-        steps, P = len(off) - 1, plan.tokens_per_step
-        grid = plan.features[: steps * P].reshape(steps, P, -1)  # trailing tokens (if any) are no grid tokens
-        d = token_distances(grid)
+        idx = plan.grid_index()  # [T, P] span offsets of each step's grid tokens
+        flat = idx.reshape(-1)
+        d = token_distances(plan.features[flat.to(plan.features.device)].reshape(*idx.shape, -1))
         self.pivot = peaks(d)  # [T, P]
         pivot = torch.zeros(plan.num_video_tokens, dtype=torch.bool)
-        pivot[: steps * P] = self.pivot.reshape(-1)
-        keep = torch.ones(plan.num_video_tokens, dtype=torch.bool)
+        pivot[flat] = self.pivot.reshape(-1).cpu()
+        keep = torch.ones(plan.num_video_tokens, dtype=torch.bool)  # tokens outside the grid (text) are fed
         if self.keyframe_ratio < 1:
-            keep[: steps * P] = keyframe_mask(d, self.pivot, self.keyframe_ratio).reshape(-1)
+            keep[flat] = keyframe_mask(d, self.pivot, self.keyframe_ratio).reshape(-1).cpu()
             plan.input_keep = keep
         self.pivot_tokens, self.fed_tokens = pivot, keep
         # the video budget r * N_v over the tokens actually fed
