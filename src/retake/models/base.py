@@ -168,6 +168,46 @@ class VideoLMAdapter(ABC):
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
 
+class TransformersVideoLM(VideoLMAdapter):
+    """Members shared by adapters of transformers ``*ForConditionalGeneration`` models whose
+    language model is ``model.model.language_model`` and head ``model.lm_head``. Subclasses
+    set ``model``, ``tokenizer`` and ``text_config``."""
+
+    text_config: object
+
+    @property
+    def language_model(self):
+        return self.model.model.language_model
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.language_model.embed_tokens.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.language_model.embed_tokens.weight.device
+
+    @property
+    def num_layers(self) -> int:
+        return self.text_config.num_hidden_layers
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        ids = []
+        gen = getattr(self.model, "generation_config", None)
+        for source in (getattr(gen, "eos_token_id", None), self.tokenizer.eos_token_id):
+            if source is None:
+                continue
+            ids.extend(source if isinstance(source, (list, tuple)) else [source])
+        return sorted(set(int(i) for i in ids))
+
+    def embed(self, input_ids):
+        return self.language_model.embed_tokens(input_ids.to(self.device)).unsqueeze(0)
+
+    def logits(self, hidden):
+        return self.model.lm_head(hidden.to(self.model.lm_head.weight.device))
+
+
 def load_chat_template(tokenizer, name_or_path: str) -> str | None:
     """The tokenizer's template, else the processor's ``chat_template.json`` / ``.jinja``."""
     if getattr(tokenizer, "chat_template", None):

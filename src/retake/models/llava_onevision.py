@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..video import resize_frames
-from .base import Prompt, VideoInputs, VideoLMAdapter, load_chat_template
+from .base import Prompt, TransformersVideoLM, VideoInputs, load_chat_template
 from .qwen2_vl import NO_MASK
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
@@ -105,7 +105,7 @@ def pooled_tokens_per_frame(image_size: int, patch_size: int) -> int:
     return side * side
 
 
-class LlavaOnevisionAdapter(VideoLMAdapter):
+class LlavaOnevisionAdapter(TransformersVideoLM):
     """Adapter for LlavaOnevision checkpoints (LLaVA-Video-7B-Qwen2 after conversion)."""
 
     def __init__(self, model, tokenizer, preprocessing: SiglipPreprocessing, chat_template: str | None = None):
@@ -187,36 +187,7 @@ class LlavaOnevisionAdapter(VideoLMAdapter):
             raise RuntimeError(f"vision features: {features.shape[0]} tokens, the prompt expects {video.num_tokens}")
         return features
 
-    # -- language model -----------------------------------------------------------------
-    @property
-    def language_model(self):
-        return self.model.model.language_model
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.language_model.embed_tokens.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.language_model.embed_tokens.weight.device
-
-    @property
-    def num_layers(self) -> int:
-        return self.text_config.num_hidden_layers
-
-    @property
-    def eos_token_ids(self) -> list[int]:
-        ids = []
-        gen = getattr(self.model, "generation_config", None)
-        for source in (getattr(gen, "eos_token_id", None), self.tokenizer.eos_token_id):
-            if source is None:
-                continue
-            ids.extend(source if isinstance(source, (list, tuple)) else [source])
-        return sorted(set(int(i) for i in ids))
-
-    def embed(self, input_ids):
-        return self.language_model.embed_tokens(input_ids.to(self.device)).unsqueeze(0)
-
+    # -- language model (shared members: TransformersVideoLM) ------------------------------
     def forward_embeds(self, embeds, position_ids, cache, **attn_kwargs):
         out = self.language_model(
             inputs_embeds=embeds,
@@ -227,9 +198,6 @@ class LlavaOnevisionAdapter(VideoLMAdapter):
             **attn_kwargs,
         )
         return out.last_hidden_state
-
-    def logits(self, hidden):
-        return self.model.lm_head(hidden.to(self.model.lm_head.weight.device))
 
     def rope(self, position_ids, like):
         cos, sin = self.language_model.rotary_emb(like, position_ids.to(like.device))

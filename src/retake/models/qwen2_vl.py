@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Prompt, VideoInputs, VideoLMAdapter, load_chat_template
+from .base import Prompt, TransformersVideoLM, VideoInputs, load_chat_template
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -100,7 +100,7 @@ def qwen_position_ids(
     return torch.cat([prefix, video, suffix], dim=1).long()
 
 
-class QwenVLAdapter(VideoLMAdapter):
+class QwenVLAdapter(TransformersVideoLM):
     """Adapter for Qwen2-VL and Qwen2.5-VL (same prompt, vision and position layout)."""
 
     def __init__(self, model, tokenizer, preprocessing: QwenVisionPreprocessing, chat_template: str | None = None):
@@ -183,36 +183,7 @@ class QwenVLAdapter(VideoLMAdapter):
             out.append(torch.cat(feats, dim=0).to(self.device, self.dtype))
         return torch.cat(out, dim=0)
 
-    # -- language model -----------------------------------------------------------------
-    @property
-    def language_model(self):
-        return self.model.model.language_model
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.language_model.embed_tokens.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.language_model.embed_tokens.weight.device
-
-    @property
-    def num_layers(self) -> int:
-        return self.text_config.num_hidden_layers
-
-    @property
-    def eos_token_ids(self) -> list[int]:
-        ids = []
-        gen = getattr(self.model, "generation_config", None)
-        for source in (getattr(gen, "eos_token_id", None), self.tokenizer.eos_token_id):
-            if source is None:
-                continue
-            ids.extend(source if isinstance(source, (list, tuple)) else [source])
-        return sorted(set(int(i) for i in ids))
-
-    def embed(self, input_ids):
-        return self.language_model.embed_tokens(input_ids.to(self.device)).unsqueeze(0)
-
+    # -- language model (shared members: TransformersVideoLM) ------------------------------
     def forward_embeds(self, embeds, position_ids, cache, **attn_kwargs):
         out = self.language_model(
             inputs_embeds=embeds,
@@ -223,9 +194,6 @@ class QwenVLAdapter(VideoLMAdapter):
             **attn_kwargs,
         )
         return out.last_hidden_state
-
-    def logits(self, hidden):
-        return self.model.lm_head(hidden.to(self.model.lm_head.weight.device))
 
     def rope(self, position_ids, like):
         cos, sin = self.language_model.rotary_emb(like, position_ids.to(like.device).unsqueeze(1))
