@@ -276,7 +276,7 @@ class RetakeLMM(lmms):
         if self._done is None:
             self._done = read_predictions(self.prefix) if self.prefix else {}
         answers = []
-        bar = tqdm(total=len(requests), desc=f"retake rank {self.rank}", disable=self.rank != 0, file=sys.stderr,
+        bar = tqdm(total=len(requests), desc=f"retake rank {self.rank}", disable=self.rank != 0, file=sys.stderr, leave=False,
                    dynamic_ncols=True)
         for request in requests:
             answers.append(self._answer(*request.args))
