@@ -347,7 +347,8 @@ def test_paper_table_cells_never_collide():
     try:
         with initialize_config_dir(version_base="1.3", config_dir=conf):
             for exp, axis, rows in (("table3", "+table3_row", [f"r{i}" for i in range(7)]),
-                                    ("table4", "+table4_row", ["baseline", "adaretake"])):
+                                    ("table4", "+table4_row", ["qwen2_vl_baseline", "qwen2_vl_adaretake",
+                                                                  "llava_video_baseline", "llava_video_adaretake"])):
                 cfgs = [compose("config", overrides=[f"+experiment={exp}", f"{axis}={r}", "dataset=videomme",
                                                      "data_root=/d"]) for r in rows]
                 names = [cell_name(resolve_config(c)) for c in cfgs]
