@@ -29,7 +29,7 @@ from retake.harness.lmms_model import (
     read_predictions,
     video_of,
 )
-from retake.harness.runner import cell_name, resolve_config, run_cell
+from retake.harness.runner import cell_name, model_args, resolve_config, run_cell
 from retake.harness.samples import Sample, format_prompt, parse_answer
 from retake.harness.synthetic_data import write_synthetic_benchmark
 from retake.tiny import write_tiny_model
@@ -151,6 +151,35 @@ def test_model_args_from_command_line_strings():
         parse_model_args({"pretrained": "/m", "max_context": "lots"})
     with pytest.raises(ValueError, match="valid choices"):  # before any model is loaded
         RetakeLMM(pretrained="/nonexistent", method="magic")
+
+
+def test_device_map_reaches_the_loader(bench, monkeypatch):
+    """A model config's device_map (the 72B config: "auto") goes through the runner's model
+    args and lmms-eval's string form into load_adapter, which dispatches the model with it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lmms_eval.utils import simple_parse_args_string
+
+    conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=conf):
+            big = compose("config", overrides=["model=qwen2_5_vl_72b", "data_root=/d"])
+            small = compose("config", overrides=["model=qwen2_5_vl_7b", "data_root=/d"])
+    finally:
+        GlobalHydra.instance().clear()
+    assert model_args(resolve_config(big), None, "/p")["device_map"] == "auto"
+    assert model_args(resolve_config(small), None, "/p")["device_map"] is None
+    layer_map = {"model.visual": "cpu", "model.language_model": "cpu", "lm_head": "cpu"}
+    args = parse_model_args({"pretrained": bench["tiny"], "device": "cpu", "device_map": json.dumps(layer_map)})
+    assert parse_model_args(simple_parse_args_string(model_args_string(args)))["device_map"] == layer_map
+    import retake.harness.lmms_model as lmms_model
+
+    seen, real = [], lmms_model.load_adapter
+    monkeypatch.setattr(lmms_model, "load_adapter", lambda *a, **kw: seen.append(kw) or real(*a, **kw))  # a spy
+    lm = RetakeLMM(**{k: v for k, v in args.items() if v is not None})
+    assert seen[0]["device_map"] == layer_map and lm.adapter.device.type == "cpu"
 
 
 def test_unsupported_request_types_say_so(bench):

@@ -65,6 +65,23 @@ def test_video_features_batched_and_newline_last(ad, sampled):
     assert torch.equal(feats[-1], ad.model.model.image_newline.detach())
 
 
+def test_step_features_leave_the_newline_out(ad, sampled):
+    """The frame feature of AdaReTaKe's temporal allocation (and DPSelect's grid) is the mean
+    of a frame's pooled tokens: the newline token closing the last step is not part of it."""
+    from retake.methods.base import VideoPlan
+
+    inputs, prompt = make_inputs(ad, sampled)
+    feats = torch.randn(inputs.num_tokens, 8)
+    plan = VideoPlan(num_layers=1, chunks=[], keep_ratio=1.0, max_context=10**6, num_video_tokens=inputs.num_tokens,
+                     num_text_tokens=prompt.num_text_tokens, tokens_per_step=inputs.tokens_per_step,
+                     step_token_offsets=inputs.step_token_offsets, features=feats, visual_mask=inputs.visual_mask)
+    off, m = inputs.step_token_offsets, inputs.tokens_per_step
+    assert off[-1] - off[-2] == m + 1  # the last step holds the newline
+    expected = torch.stack([feats[off[s] : off[s] + m].mean(0) for s in range(inputs.num_steps)])
+    assert torch.allclose(plan.step_features(), expected)
+    assert not torch.allclose(plan.step_features()[-1], feats[off[-2] : off[-1]].mean(0))
+
+
 def test_preprocessing_matches_siglip_processor(ad, sampled):
     """x/255, mean/std 0.5 at the tower's size: transformers' SigLIP processor (PIL) gives the
     same values for frames already at that size, and within resampling rounding otherwise."""

@@ -31,7 +31,9 @@ def _ask(args) -> int:
             reforge_positions=args.reforge_positions,
         )
         sampling = SamplingConfig(fps=args.fps, max_frames=args.max_frames, max_long_side=args.max_long_side, backend=args.backend)
-        adapter = load_adapter(args.model, dtype=args.dtype, device=args.device, rope_scaling_factor=args.rope_scaling_factor)
+        device_map = json.loads(args.device_map) if (args.device_map or "").startswith("{") else args.device_map
+        adapter = load_adapter(args.model, dtype=args.dtype, device=args.device, device_map=device_map,
+                               rope_scaling_factor=args.rope_scaling_factor)
         result = answer_question(adapter, args.video, args.question, method, sampling, engine)
     except (ValueError, VideoDecodeError) as e:
         print(f"retake ask: error: {e}", file=sys.stderr)
@@ -71,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-new-tokens", type=int, default=128)
     a.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
     a.add_argument("--device", default=None, help="cuda, cpu, cuda:1, ... (default: cuda if available)")
+    a.add_argument("--device-map", default=None,
+                   help='model parallel over several devices: "auto" (72B across the visible GPUs) or a JSON map')
     a.add_argument("--rope-scaling-factor", type=float, default=None, help="YaRN factor for the LLM's RoPE (papers: 4)")
     a.add_argument("--reforge-positions", action="store_true",
                    help="compress the kept tokens' temporal ids per layer (the authors use it on VideoMME and LVBench)")

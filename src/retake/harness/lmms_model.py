@@ -67,6 +67,14 @@ def _json_dict(v: Any) -> dict:
     return d
 
 
+def _device_map(v: Any) -> str | dict:
+    """A transformers device map: a strategy name ("auto", "balanced", ...) or a JSON object."""
+    if isinstance(v, dict):
+        return v
+    text = str(v).strip()
+    return _json_dict(text) if text.startswith("{") else text
+
+
 def _int(v: Any) -> int:
     f = float(v)
     if f != int(f):
@@ -79,6 +87,7 @@ MODEL_ARGS: dict[str, tuple[Callable, Any]] = {
     "pretrained": (str, None),
     "dtype": (str, "auto"),
     "device": (_opt(str), None),
+    "device_map": (_opt(_device_map), None),  # model parallel: one replica over several devices
     "attn_implementation": (str, "sdpa"),
     "rope_scaling_factor": (_opt(float), None),
     "method": (str, "none"),
@@ -254,6 +263,7 @@ class RetakeLMM(lmms):
                                    max_new_tokens=args["max_new_tokens"], max_guide_tokens=args["max_guide_tokens"],
                                    reforge_positions=args["reforge_positions"])
         self.adapter = load_adapter(args["pretrained"], dtype=args["dtype"], device=str(self._device),
+                                    device_map=args["device_map"],
                                     attn_implementation=args["attn_implementation"],
                                     rope_scaling_factor=args["rope_scaling_factor"])
         self.prefix = args["predictions"]

@@ -45,7 +45,8 @@ from . import tasks
 SECTIONS = ("model", "method", "dataset", "sampling", "engine", "run")
 REQUIRED = {"model": ("name", "pretrained"), "method": ("name",), "dataset": ("name", "data_root")}
 DEFAULTS = {
-    "model": {"dtype": "auto", "attn_implementation": "sdpa", "rope_scaling_factor": None, "device": None},
+    "model": {"dtype": "auto", "attn_implementation": "sdpa", "rope_scaling_factor": None, "device": None,
+              "device_map": None},
     "method": {"params": {}},
     "sampling": {"fps": 2.0, "max_frames": 2048, "max_long_side": 448, "backend": "decord"},
     "engine": {"max_context": 16384, "chunk_frames": 32, "max_new_tokens": 16, "max_guide_tokens": None,
@@ -209,10 +210,15 @@ def versions() -> dict:
 
 # -- the run ----------------------------------------------------------------------------------
 
+def _container(v):
+    return OmegaConf.to_container(v) if isinstance(v, DictConfig) else v
+
+
 def model_args(cfg: DictConfig, max_guide_tokens: int | None, predictions: str) -> dict:
     """The :class:`RetakeLMM` arguments of a cell (also its ``--model_args`` string)."""
     return {
         "pretrained": str(cfg.model.pretrained), "dtype": cfg.model.dtype, "device": cfg.model.device,
+        "device_map": _container(cfg.model.device_map),
         "attn_implementation": cfg.model.attn_implementation, "rope_scaling_factor": cfg.model.rope_scaling_factor,
         "method": cfg.method.name, "method_args": OmegaConf.to_container(cfg.method.params),
         "max_context": cfg.engine.max_context, "chunk_frames": cfg.engine.chunk_frames,

@@ -87,12 +87,9 @@ class VideoPlan:
         return self.visual_mask.nonzero().squeeze(1).reshape(len(off) - 1, self.tokens_per_step)
 
     def step_features(self) -> torch.Tensor:
-        """Mean visual token of every grid step, ``[num_steps, hidden]`` (interleaved text
-        tokens, where ``visual_mask`` marks them, left out)."""
-        if self.visual_mask is not None:
-            return self.features[self.grid_index().to(self.features.device)].float().mean(1)
-        off = self.step_token_offsets
-        return torch.stack([self.features[off[s] : off[s + 1]].float().mean(0) for s in range(len(off) - 1)])
+        """Mean grid token of every step, ``[num_steps, hidden]``: interleaved text (Qwen3-VL's
+        timestamps) and LLaVA's trailing newline token are not frame content and are left out."""
+        return self.features[self.grid_index().to(self.features.device)].float().mean(1)
 
 
 @dataclass
