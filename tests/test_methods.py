@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -15,7 +17,7 @@ from retake.methods.allocation import (
     project_ratios,
     temporal_ratios,
 )
-from retake.methods.base import ChunkSpan, VideoPlan
+from retake.methods.base import ChunkSpan, LayerView, VideoPlan
 from retake.methods.retake import keyframe_mask, peaks, token_distances
 from retake.methods.uniform import max_frames_for_context
 from retake.pipeline import SamplingConfig, answer_question
@@ -208,6 +210,18 @@ def test_first_chunk_compressed_like_others(adapters, long_sampled):
     Engine(ad, EngineConfig(chunk_frames=8, max_context=150, max_new_tokens=1)).run(inputs, prompt, rec)
     counts = [int(rec.selected[c][0].numel()) for c in sorted(rec.selected)]
     assert counts[0] == counts[1] == counts[2]
+    # the adaptive layer allocation (where the authors' leftover scores did their harm): every
+    # chunk's total over the layers is round(r n L) (within a token per layer of rounding),
+    # chunk 0's too, while the per-layer split varies
+    rec = Recorder(get_method("adaretake", temporal_allocation=False))
+    Engine(ad, EngineConfig(chunk_frames=8, max_context=150, max_new_tokens=1)).run(inputs, prompt, rec)
+    L = ad.num_layers
+    for c in sorted(rec.selected):
+        chunk = rec.plan.chunks[c]
+        n = chunk.token_end - chunk.token_start
+        total = sum(int(k.numel()) for k in rec.selected[c])
+        assert abs(total - round(rec.plan.keep_ratio * n * L)) <= L, (c, total)
+    assert len({tuple(int(k.numel()) for k in rec.selected[c]) for c in rec.selected}) > 1
 
 
 # -- ReTaKe ---------------------------------------------------------------------------------
@@ -255,12 +269,27 @@ def test_pivotkv_scores_ignore_positions(adapters, sampled):
         total = s + pivot
         others = [j for j in range(n) if j not in kept]
         assert not others or float(total[others].max()) <= float(total[sel].min()) + 1e-5
-        # the same q/k rotated to other positions un-rotate to the same scores
-        cos2, sin2 = ad.rope(pos + 1000, q)
-        q2, k2 = apply_rope(qu, cos2, sin2), apply_rope(ku, cos2, sin2)
-        qu2, ku2 = unapply_rope(q2, cos2, sin2), unapply_rope(k2, cos2, sin2)
-        s2 = torch.softmax(qu2 @ ku2.repeat_interleave(q.shape[0] // k.shape[0], 0).transpose(-1, -2) * scaling, -1).sum(1).mean(0)
-        assert torch.allclose(s, s2, atol=1e-5)
+        # the method itself, fed the same content rotated to other positions (spread 3x and
+        # moved: a uniform shift alone would change nothing, RoPE being relative), scores as before
+        moved = pos * 3 + 1000
+        cos2, sin2 = ad.rope(moved, q)
+        k2 = k.clone()
+        k2[:, -n:] = apply_rope(ku, cos2, sin2).to(k.dtype)
+        view = LayerView(layer, rec.plan.chunks[c], q, k, v.value, n, g, scaling, pos, lambda v=v: (v.cos, v.sin))
+        shifted = dataclasses.replace(view, query=apply_rope(qu, cos2, sin2).to(q.dtype), key=k2, positions=moved,
+                                      rope=lambda cos2=cos2, sin2=sin2: (cos2, sin2))
+        rec.inner.observe(view)
+        at_original = rec.inner.scores.pop(layer)
+        rec.inner.observe(shifted)
+        at_shifted = rec.inner.scores.pop(layer)
+        assert torch.allclose(at_original, s, atol=1e-5)
+        assert torch.allclose(at_shifted, at_original, atol=1e-4)
+        # while the plain post-RoPE product does depend on the positions
+        post = torch.softmax(q[:, :n].float() @ k[:, -n:].float().repeat_interleave(q.shape[0] // k.shape[0], 0)
+                             .transpose(-1, -2) * scaling, -1).sum(1).mean(0)
+        post2 = torch.softmax(shifted.query[:, :n].float() @ k2[:, -n:].float().repeat_interleave(q.shape[0] // k.shape[0], 0)
+                              .transpose(-1, -2) * scaling, -1).sum(1).mean(0)
+        assert not torch.allclose(post, post2, atol=1e-4)
 
 
 def test_retake_keyframe_ratio_drops_tokens_before_prefill(adapters, long_sampled):

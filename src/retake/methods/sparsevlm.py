@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .allocation import input_attention_blocks
 from .base import ChunkSpan, LayerKeep, LayerView, Method, VideoPlan, budget_tokens
 
 
@@ -80,16 +81,9 @@ def cluster_means(keys: torch.Tensor, values: torch.Tensor, assign: torch.Tensor
 def guide_chunk_attention(view: LayerView, block: int) -> torch.Tensor:
     """Head-mean real attention of the guide queries to the chunk tokens, ``[g, n]``: softmax over
     the layer's whole cache plus the causal input, computed for ``block`` guide queries at a time."""
-    n, g, c = view.num_chunk, view.num_guide, view.cache_len
-    K = view.key.shape[-2]
-    j = torch.arange(K, device=view.key.device)[None, :]
-    out = []
-    for a in range(0, g, block):
-        q = view.guide_queries[:, a : a + block]
-        i = torch.arange(a, a + q.shape[1], device=j.device)[:, None]
-        mask = j <= K - g + i  # bottom-right causal alignment
-        out.append(view.attention(q, view.key, mask)[:, :, c : c + n].mean(0))
-    return torch.cat(out)
+    n, c = view.num_chunk, view.cache_len
+    blocks = input_attention_blocks(view, n, n + view.num_guide, block)
+    return torch.cat([att[:, :, c : c + n].mean(0) for _, att in blocks])
 
 
 def raters(attn: torch.Tensor) -> torch.Tensor:
