@@ -464,6 +464,8 @@ DATASETS: dict[str, DatasetSpec] = {
     s.name: s
     for s in (
         DatasetSpec("synthetic", load_synthetic, scoring.score_accuracy, "accuracy"),
+        # the needle benchmark (retake.synthetic): the same format, per question type
+        DatasetSpec("needle", load_synthetic, scoring.score_accuracy, "accuracy"),
         DatasetSpec("videomme", load_videomme, scoring.score_videomme, "accuracy"),
         DatasetSpec("videomme_long", partial(load_videomme, durations=("long",)), scoring.score_videomme, "accuracy"),
         DatasetSpec("mlvu_dev", load_mlvu_dev, scoring.score_mlvu_dev, "m_avg"),
