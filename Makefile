@@ -15,6 +15,9 @@ OUT ?= demo_out
 # NPROC > 1 shards every cell's samples over that many processes (one GPU each);
 # ARGS = extra Hydra overrides, e.g. ARGS="run.limit=20 logger=wandb"
 DATA ?= data
+# the committed needle model, and where `make train-synthetic` writes a fresh one
+NEEDLE_MODEL ?= checkpoints/needle_qwen2_5_vl
+TRAIN_OUT ?= checkpoints/needle_retrained
 NPROC ?= 1
 ARGS ?=
 ifeq ($(NPROC),1)
@@ -76,6 +79,9 @@ ablation: setup ## Hydra multirun grid: methods x budget x frames (conf/experime
 tables: setup ## results/table1..4.{md,csv}, the ablation grid and plots from results/runs/*/metrics.json
 	$(BIN)/python scripts/make_tables.py --runs results/runs --paper results/paper --out results
 
+train-synthetic: setup ## train the needle model from scratch on CPU (~40 min on 2 cores) into $(TRAIN_OUT)
+	$(BIN)/python scripts/train_synthetic.py --out $(TRAIN_OUT) --compare $(NEEDLE_MODEL)
+
 bench: setup ## engine vs plain transformers forward: prefill time and peak memory ratios
 	$(BIN)/python scripts/bench.py
 
@@ -83,4 +89,4 @@ clean: ## remove demo outputs and caches (keeps .venv)
 	rm -rf $(OUT) .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
 
-.PHONY: help setup test test-slow demo bench clean tables ablation reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4
+.PHONY: help setup test test-slow demo bench clean train-synthetic tables ablation reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4

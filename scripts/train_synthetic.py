@@ -1,0 +1,302 @@
+"""make train-synthetic: train the small needle model from scratch, on CPU, from a seed.
+
+The model is a real Qwen2.5-VL (``Qwen2_5_VLForConditionalGeneration`` built from a small
+config: a 2-block vision tower, a 4-layer language model), so every adapter, the engine and
+every method run on it unchanged. It learns the needle benchmark (``retake.synthetic``):
+training samples are drawn fresh from seed 0 (never the held-out seed 1), rendered, cut into
+patches by the same preprocessing as inference, and prompted with the harness's own prompt
+(``format_prompt``) through the adapter's chat template and M-RoPE positions. The loss is the
+cross-entropy of the answer letter and the end-of-turn token after it, with full, ordinary
+attention (no compression during training).
+
+At the end the checkpoint (config, weights, tokenizer, preprocessor config) is written to
+``--out`` with ``train_log.json`` (the loss curve, held-out accuracy, time) and
+``loss.png``; held-out accuracy is measured through ``retake.pipeline.answer_question`` on
+encoded videos, the path every benchmark run takes.
+
+    python scripts/train_synthetic.py --out checkpoints/needle_qwen2_5_vl
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from retake.harness.samples import Sample, format_prompt, parse_answer
+from retake.synthetic import COLOURS, QUESTION_TYPES, NeedleConfig, make_sample, write_benchmark
+
+ARCH = "qwen2_5_vl"
+SIZES = dict(layers=4, hidden=128, heads=4, kv_heads=2)
+
+
+def build(seed: int, out_dir: str):
+    """A freshly initialised model (transformers' own init, from ``seed``) saved to ``out_dir``
+    with tokenizer and preprocessor config, and its adapter; the LLM attends with SDPA."""
+    from retake.models.qwen2_vl import QwenVLAdapter
+    from retake.tiny import tiny_config, tiny_tokenizer, write_tiny_model
+
+    write_tiny_model(ARCH, out_dir, seed=seed, **SIZES)  # tokenizer, preprocessor and generation configs
+    tok = tiny_tokenizer()
+    cfg = tiny_config(ARCH, tok, **SIZES)
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg._attn_implementation = "sdpa"
+    model = Qwen2_5_VLForConditionalGeneration(cfg)
+    model.generation_config.eos_token_id = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok, QwenVLAdapter.from_loaded(model, tok, out_dir)
+
+
+def token_labels(frames: np.ndarray, cell: int, min_pixels: int = 40) -> torch.Tensor:
+    """The needle colour under each LLM video token (0 = none, 1 + index in COLOURS), in the
+    tokens' order (grid step, then row-major merged cells of ``cell`` px): the target of the
+    auxiliary loss."""
+    T, H, W, _ = frames.shape
+    hits = np.stack([(np.abs(frames.astype(np.int16) - np.array(c)).max(-1) <= 12) for c in COLOURS.values()], -1)
+    hits = hits.reshape(T // 2, 2, H // cell, cell, W // cell, cell, len(COLOURS)).sum(axis=(1, 3, 5))
+    label = np.where(hits.max(-1) >= min_pixels, hits.argmax(-1) + 1, 0)
+    return torch.from_numpy(label.reshape(-1)).long()
+
+
+def frames_at(step: int, steps: int, schedule: list[int]) -> int:
+    """Curriculum: the video length of a step, ``schedule`` spread evenly over the first
+    half of training, the last length for the second half (a needle is easier to find among
+    fewer frames; the final length is the benchmark's)."""
+    stage = min(len(schedule) - 1, step * 2 * (len(schedule) - 1) // max(1, steps)) if len(schedule) > 1 else 0
+    return schedule[stage]
+
+
+class Batches(torch.utils.data.IterableDataset):
+    """Batches of one question type and one video length (so every row has the same prompt
+    layout), types in turn; every sample drawn from ``seed``, indexed by its batch, so the
+    stream is the same on every run."""
+
+    def __init__(self, adapter, cfg: NeedleConfig, batch_size: int, seed: int, steps: int, schedule: list[int]):
+        self.pp, self.cfg, self.batch_size, self.seed = adapter.pp, cfg, batch_size, seed
+        self.steps, self.schedule = steps, schedule
+
+    def __iter__(self):
+        from retake.models.qwen2_vl import patchify
+
+        for b in range(self.steps):
+            qtype = b % len(QUESTION_TYPES)
+            cfg = dataclasses.replace(self.cfg, num_frames=frames_at(b, self.steps, self.schedule))
+            rows, answers, labels = [], [], []
+            for j in range(self.batch_size):
+                i = (b // len(QUESTION_TYPES) * self.batch_size + j) * len(QUESTION_TYPES) + qtype
+                s = make_sample(i, self.seed, cfg)
+                frames = torch.from_numpy(s.frames).permute(0, 3, 1, 2).contiguous()
+                rows.append(patchify(frames, self.pp)[0])
+                answers.append(s.answer)
+                labels.append(token_labels(s.frames, cell=self.pp.patch_size * self.pp.merge_size))
+            yield b, qtype, cfg.num_frames, torch.cat(rows), answers, torch.stack(labels)
+
+
+def prompt_for(adapter, qtype: str, cfg: NeedleConfig, grid_thw) -> tuple[torch.Tensor, torch.Tensor]:
+    """input ids ``[S]`` and M-RoPE ids ``[3, S]`` of a question of this type, as inference builds them."""
+    from retake.models.base import VideoInputs
+
+    s = make_sample(QUESTION_TYPES.index(qtype), 0, cfg)
+    sample = Sample(uid="x", video="", question=s.question, options=s.options, answer=s.answer)
+    per_step = (grid_thw[1] // 2) * (grid_thw[2] // 2)
+    video = VideoInputs(pixel_values=torch.empty(0), grid_thw=grid_thw, num_frames=cfg.num_frames, frames_per_step=2,
+                        tokens_per_step=per_step, step_token_offsets=[k * per_step for k in range(grid_thw[0] + 1)],
+                        sampling_fps=float(cfg.fps), timestamps=[k / cfg.fps for k in range(cfg.num_frames)])
+    p = adapter.build_prompt(format_prompt(sample), video)
+    return p.input_ids, p.position_ids
+
+
+def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+REFERENCE_SAMPLES = 16  # the held-out questions tests/test_needle_model.py replays
+REFERENCE_METHODS = {"none": None, "adaretake": 0.1, "uniform": 0.1}  # method: keep ratio
+
+
+@torch.no_grad()
+def evaluate(path: str, data_root: str, method: str = "none", keep_ratio: float | None = None,
+             limit: int | None = None) -> dict:
+    """Held-out accuracy through the inference path (decoded video, engine, the method at
+    max_context = text + keep_ratio x video tokens; None: everything fits) and the parsed
+    answer of every sample."""
+    from retake.engine import EngineConfig
+    from retake.harness.datasets import get_dataset
+    from retake.methods import get_method
+    from retake.models import load_adapter
+    from retake.pipeline import SamplingConfig, answer_question
+    from retake.video import load_video
+
+    adapter = load_adapter(path, dtype="float32", device="cpu")
+    samples = get_dataset("needle").load(data_root)[:limit]
+    sampling = SamplingConfig(fps=2.0, max_frames=512, max_long_side=448)
+    context = 10**6
+    if keep_ratio is not None:  # every type's prompt has the same length: one budget for all
+        v = load_video(samples[0].video, fps=sampling.fps, max_frames=sampling.max_frames)
+        inputs = adapter.prepare_video(v.frames, v.sampling_fps, v.timestamps)
+        text = adapter.build_prompt(format_prompt(samples[0]), inputs).num_text_tokens
+        context = text + round(keep_ratio * inputs.num_tokens)
+    per_type: dict[str, list[bool]] = {}
+    answers = []
+    for s in samples:
+        res = answer_question(adapter, s.video, format_prompt(s), get_method(method), sampling,
+                              EngineConfig(chunk_frames=16, max_context=context, max_new_tokens=4))
+        answers.append(parse_answer(res["answer"], s.letters))
+        per_type.setdefault(s.meta["question_type"], []).append(answers[-1] == s.answer)
+    flat = [x for v in per_type.values() for x in v]
+    return {"method": method, "keep_ratio": keep_ratio, "max_context": context if keep_ratio is not None else None,
+            "accuracy": 100.0 * sum(flat) / len(flat), "num_samples": len(flat),
+            "per_question_type": {k: 100.0 * sum(v) / len(v) for k, v in sorted(per_type.items())},
+            "answers": answers}
+
+
+def write_reference(path: str, data_root: str) -> dict:
+    """``<path>/reference_answers.json``: the answers of the first held-out questions per
+    reference method, which the test suite replays against the committed checkpoint."""
+    ref = {m: evaluate(path, data_root, m, r, limit=REFERENCE_SAMPLES) for m, r in REFERENCE_METHODS.items()}
+    with open(os.path.join(path, "reference_answers.json"), "w") as f:
+        json.dump({"held_out_seed": 1, "num_samples": REFERENCE_SAMPLES, "results": ref}, f, indent=2)
+    return ref
+
+
+def plot_loss(log: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in log]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [r["loss"] for r in log], lw=0.8, label="train loss (per batch)")
+    k = 25
+    if len(log) > k:
+        smooth = np.convolve([r["loss"] for r in log], np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1 :], smooth, lw=1.5, label=f"mean of {k}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="checkpoints/needle_qwen2_5_vl")
+    ap.add_argument("--steps", type=int, default=2400)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--aux-weight", type=float, default=1.0, help="weight of the auxiliary needle-colour loss (0: off)")
+    ap.add_argument("--aux-layer", type=int, default=1, help="hidden state the auxiliary probe reads (0 = embeddings)")
+    ap.add_argument("--frames", default="32,64", help="curriculum of video lengths (frames_at); the last is the benchmark's")
+    ap.add_argument("--eval-samples", type=int, default=128, help="held-out samples (seed 1) measured at the end")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compare", default=None, help="a checkpoint whose train_log.json held-out accuracy to compare with")
+    ap.add_argument("--reference-only", action="store_true",
+                    help="no training: (re)write reference_answers.json of the checkpoint in --out")
+    args = ap.parse_args(argv)
+    if args.reference_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            ref = write_reference(args.out, write_benchmark(os.path.join(tmp, "needle"), REFERENCE_SAMPLES, seed=1))
+        print({m: r["accuracy"] for m, r in ref.items()})
+        return 0
+    from tqdm import tqdm
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = NeedleConfig()
+    os.makedirs(args.out, exist_ok=True)
+    model, tok, adapter = build(args.seed, args.out)
+    model.train()
+    schedule = [int(f) for f in args.frames.split(",")]
+    prompts = {}  # (type, frames) -> (ids, positions)
+    letter_ids = {letter: tok.convert_tokens_to_ids(letter) for letter in "ABCD"}
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    video_id = adapter.video_token_id
+    # training aid, not saved: a linear probe of the needle colour on every video token
+    aux_head = torch.nn.Linear(model.config.text_config.hidden_size, 1 + len(COLOURS))
+    aux_class_weight = torch.tensor([0.1] + [1.0] * len(COLOURS))
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n] + [aux_head.weight]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)] + [aux_head.bias]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.98))
+    loader = torch.utils.data.DataLoader(Batches(adapter, cfg, args.batch_size, args.seed, args.steps, schedule), batch_size=None,
+                                         num_workers=1, prefetch_factor=4, persistent_workers=False)
+    log, start = [], time.perf_counter()
+    bar = tqdm(total=args.steps, desc="train", unit="step", file=sys.stderr)
+    for step, (b, qtype, frames, pixels, answers, labels) in enumerate(loader):
+        grid = (frames // 2, cfg.size // 14, cfg.size // 14)
+        key = (QUESTION_TYPES[qtype], frames)
+        if key not in prompts:
+            prompts[key] = prompt_for(adapter, key[0], dataclasses.replace(cfg, num_frames=frames), grid)
+        ids, pos = prompts[key]
+        B = len(answers)
+        letters = torch.tensor([letter_ids[a] for a in answers])
+        input_ids = torch.cat([ids.expand(B, -1), letters[:, None]], dim=1)
+        nxt = int(pos.max()) + 1
+        position_ids = torch.cat([pos, torch.full((3, 1), nxt)], dim=1)[:, None].expand(3, B, -1)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        out = model(input_ids=input_ids, pixel_values_videos=pixels, video_grid_thw=torch.tensor([grid] * B),
+                    position_ids=position_ids, mm_token_type_ids=(input_ids == video_id).long() * 2, logits_to_keep=2,
+                    output_hidden_states=True)
+        target = torch.stack([letters, torch.full((B,), eos)], dim=1)
+        loss = torch.nn.functional.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]), target.reshape(-1))
+        if args.aux_weight > 0:  # the needle colour under each video token, read off an early layer
+            h = out.hidden_states[args.aux_layer][input_ids == video_id].reshape(-1, aux_head.in_features)
+            aux = torch.nn.functional.cross_entropy(aux_head(h), labels.reshape(-1), weight=aux_class_weight)
+            loss = loss + args.aux_weight * aux
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        acc = float((out.logits[:, 0].argmax(-1) == letters).float().mean())
+        letter_loss = float(torch.nn.functional.cross_entropy(out.logits[:, 0].detach(), letters))
+        log.append({"step": step, "type": QUESTION_TYPES[qtype], "frames": frames, "loss": float(loss), "letter_loss": letter_loss,
+                    "letter_acc": acc})
+        bar.update(1)
+        if step % 20 == 0:
+            recent = log[-80:]
+            bar.set_postfix_str(f"letter loss {np.mean([r['letter_loss'] for r in recent]):.3f} acc {np.mean([r['letter_acc'] for r in recent]):.2f}")
+    bar.close()
+    train_seconds = time.perf_counter() - start
+    model.eval()
+    model.save_pretrained(args.out)
+    with tempfile.TemporaryDirectory() as tmp:
+        held_out = write_benchmark(os.path.join(tmp, "needle"), args.eval_samples, seed=1, cfg=cfg)
+        result = evaluate(args.out, held_out)
+        write_reference(args.out, held_out)
+    plot_loss(log, os.path.join(args.out, "loss.png"))
+    summary = {"args": vars(args), "sizes": SIZES, "needle": cfg.__dict__, "train_seconds": round(train_seconds, 1),
+               "torch": torch.__version__, "held_out": result, "log": log}
+    with open(os.path.join(args.out, "train_log.json"), "w") as f:
+        json.dump(summary, f)
+    print(f"trained {args.steps} steps in {train_seconds / 60:.1f} min; held-out accuracy "
+          f"{result['accuracy']:.1f} % on {result['num_samples']} samples {result['per_question_type']}")
+    if args.compare:
+        with open(os.path.join(args.compare, "train_log.json")) as f:
+            ref = json.load(f)["held_out"]
+        delta = result["accuracy"] - ref["accuracy"]
+        print(f"{args.compare}: {ref['accuracy']:.1f} % on {ref['num_samples']} samples; difference {delta:+.1f} points")
+        if ref["num_samples"] != result["num_samples"]:
+            print("(different held-out sizes: compare with the same --eval-samples)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
