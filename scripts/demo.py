@@ -1,17 +1,19 @@
-"""make demo: the whole reproduction pipeline, offline, on a tiny model and generated videos.
+"""make demo: the whole reproduction pipeline, offline, on the project's small trained model.
 
-1. writes a tiny random Qwen2-VL checkpoint (``retake.tiny``) and a small synthetic benchmark
-   in the four benchmarks' official layouts (VideoMME, MLVU dev, LongVideoBench val, LVBench:
-   ``retake.harness.synthetic_data``, real encoded videos);
-2. composes one Hydra config per cell from ``conf/`` (model x method x dataset, as
-   ``python -m retake.run`` does) and runs it with ``run_cell``: lmms-eval's own evaluator,
-   the lmms-eval model ``retake``, our chunked-prefill engine, the benchmark's scoring;
-3. prints accuracy and the measured KV length per layer for every method x benchmark, read
-   back from the cells' ``metrics.json`` files (the files ``make tables`` reads).
+Part 1, the harness on the four benchmarks' layouts: writes a small synthetic benchmark in
+the official layouts of VideoMME, MLVU dev, LongVideoBench val and LVBench
+(``retake.harness.synthetic_data``, real encoded videos), composes one Hydra config per
+method x benchmark from ``conf/`` (as ``python -m retake.run`` does) and runs each cell with
+``run_cell``: lmms-eval's own evaluator, the lmms-eval model ``retake``, the chunked-prefill
+engine, the benchmark's scoring. Those videos mean nothing to the model (its answers are
+near chance): the table shows that every stage runs and every method meets one KV budget.
 
-The model is random, so the accuracies are noise around chance; what the demo shows is that
-every stage runs, every method meets the same KV budget, and rerunning is a no-op (finished
-cells are skipped). Usage:
+Part 2, compression quality on the needle benchmark (``retake.synthetic``, held-out seed 1):
+the trained model (``checkpoints/needle_qwen2_5_vl``, ``make train-synthetic``) uncompressed
+at full frames, then every method at keep ratios of about 0.05, 0.1 and 0.25 of the video
+tokens, the ``uniform`` frames baseline at the same budgets included; a table and a plot of
+accuracy vs budget. Every number is read back from the cells' ``metrics.json`` files (the
+files ``make tables`` reads); rerunning skips finished cells. Usage:
 
     python scripts/demo.py --out demo_out [--methods none,uniform,adaretake,retake,fastv]
 """
@@ -28,6 +30,9 @@ import warnings
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = ("videomme", "mlvu_dev", "longvideobench_val", "lvbench")
 METHODS = "none,uniform,adaretake,retake,fastv,pyramiddrop,snapkv"
+NEEDLE_METHODS = "uniform,adaretake,retake,fastv,pyramiddrop,vlcache,fitprune,lookm,sparsevlm,snapkv,h2o"
+NEEDLE_MODEL = os.path.join(ROOT, "checkpoints", "needle_qwen2_5_vl")
+KEEP_RATIOS = (0.05, 0.1, 0.25)
 
 
 def quiet() -> None:
@@ -47,56 +52,72 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="config", overrides=overrides)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="demo_out")
-    ap.add_argument("--methods", default=METHODS, help=f"comma-separated method names (default {METHODS})")
-    ap.add_argument("--datasets", default=",".join(DATASETS))
-    ap.add_argument("--max-context", type=int, default=640, help="KV budget per layer, tokens (default 640)")
-    ap.add_argument("--frames", type=int, default=64, help="frames per video, written at 2 fps (default 64)")
-    ap.add_argument("--videos", type=int, default=3, help="videos per benchmark (default 3, 2 questions each)")
-    args = ap.parse_args()
-    quiet()
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    print(fmt(header))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print(fmt(r))
 
+
+def run_cells(cells: list[list[str]], desc: str) -> float:
+    """Compose and run each cell (a list of Hydra overrides); returns the seconds taken."""
     from tqdm import tqdm
 
     from retake.harness.runner import run_cell
+
+    start = time.perf_counter()
+    bar = tqdm(cells, desc=desc, unit="cell", file=sys.stderr)
+    for overrides in bar:
+        bar.set_postfix_str(" ".join(o.split("=", 1)[1] for o in overrides[:2]))
+        run_cell(compose(overrides))
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="demo_out")
+    ap.add_argument("--model", default=NEEDLE_MODEL, help="checkpoint directory (default: the committed needle model)")
+    ap.add_argument("--methods", default=METHODS, help=f"part 1 methods (default {METHODS})")
+    ap.add_argument("--datasets", default=",".join(DATASETS), help="part 1 benchmark layouts")
+    ap.add_argument("--max-context", type=int, default=640, help="part 1 KV budget per layer, tokens (default 640)")
+    ap.add_argument("--frames", type=int, default=64, help="part 1 frames per video, written at 2 fps (default 64)")
+    ap.add_argument("--videos", type=int, default=3, help="part 1 videos per benchmark (2 questions each)")
+    ap.add_argument("--needle-methods", default=NEEDLE_METHODS, help="part 2 methods ('' skips part 2)")
+    ap.add_argument("--needle-samples", type=int, default=48, help="part 2 held-out questions (default 48)")
+    args = ap.parse_args()
+    quiet()
+
     from retake.harness.synthetic_data import write_synthetic_benchmark
-    from retake.harness.tables import collect
+    from retake.harness.tables import collect, plot_accuracy
     from retake.methods import get_method
-    from retake.tiny import write_tiny_model
 
     methods, datasets = args.methods.split(","), args.datasets.split(",")
-    for m in methods:
+    needle_methods = [m for m in args.needle_methods.split(",") if m]
+    for m in methods + needle_methods:
         get_method(m)  # an unknown name fails here, listing the valid ones
+    if not os.path.exists(os.path.join(args.model, "config.json")):
+        print(f"no checkpoint in {args.model}: train one with `make train-synthetic`", file=sys.stderr)
+        return 2
     out = os.path.abspath(args.out)
-    model_dir = os.path.join(out, "models", "tiny_qwen2_vl")
-    if not os.path.exists(os.path.join(model_dir, "config.json")):
-        write_tiny_model("qwen2_vl", model_dir, seed=0)
+    model = ["model=needle_qwen2_5_vl", f"model.pretrained={os.path.abspath(args.model)}", "model.device=cpu"]
+
+    # -- part 1: the four benchmark layouts ---------------------------------------------------
     data_dir = os.path.join(out, "data")
     if not os.path.isdir(data_dir):
         write_synthetic_benchmark(data_dir, formats=tuple(datasets), num_videos=args.videos, questions_per_video=2,
                                   frames=args.frames, fps=2, size=(168, 224), seed=0)
     runs_root = os.path.join(out, "runs")
-    cells = [(m, d) for d in datasets for m in methods]
-    start = time.perf_counter()
-    bar = tqdm(cells, desc="cells", unit="cell", file=sys.stderr)
-    for method, dataset in bar:
-        bar.set_postfix_str(f"{method} x {dataset}")
-        cfg = compose([
-            "model=tiny_qwen2_vl", f"model.pretrained={model_dir}", "model.device=cpu", f"model.max_frames={args.frames}",
-            f"method={method}", f"dataset={dataset}", f"data_root={data_dir}",
-            "sampling.max_long_side=224", f"engine.max_context={args.max_context}", "engine.chunk_frames=8",
-            "engine.max_new_tokens=4", f"run.results_root={runs_root}", "experiment_name=demo",
-        ])
-        run_cell(cfg)
-    elapsed = time.perf_counter() - start
-
+    cells = [[f"method={m}", f"dataset={d}", *model, f"model.max_frames={args.frames}", f"data_root={data_dir}",
+              "sampling.max_long_side=224", f"engine.max_context={args.max_context}", "engine.chunk_frames=8",
+              "engine.max_new_tokens=4", f"run.results_root={runs_root}", "experiment_name=demo"]
+             for d in datasets for m in methods]
+    elapsed = run_cells(cells, "part 1 cells")
     runs = collect(runs_root)
     runs = runs[runs["max_context"] == args.max_context]
-    print(f"\nretake demo: tiny random Qwen2-VL, {args.frames} frames per video, max_context = "
-          f"{args.max_context} tokens per layer; accuracy in % (chance 20-25 %: the model is random)\n")
-    header = ["method", *datasets, "KV/layer (mean)", "unparsable", "failed"]
+    print(f"\nretake demo, part 1: the harness on the four benchmarks' layouts ({args.frames} frames per video, "
+          f"max_context = {args.max_context} tokens per layer). Accuracy in %; these videos mean nothing to the model.\n")
     rows = []
     for m in methods:
         sub = runs[runs["method"] == m].set_index("dataset")
@@ -104,14 +125,56 @@ def main() -> int:
         rows.append([m, *[f"{sub.loc[d, 'score']:.1f}" if d in sub.index else "-" for d in datasets],
                      f"{sum(kv) / len(kv):.1f}" if kv else "-",
                      str(int(sub["num_unparsable"].sum())), str(int(sub["num_failed"].sum()))])
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    print(f"\n{len(cells)} cells in {elapsed:.0f} s; cells (config, predictions, metrics) under {runs_root}")
-    print(f"tables and plots from them: python scripts/make_tables.py --runs {runs_root} --paper results/paper --out {out}/tables")
+    print_table(["method", *datasets, "KV/layer (mean)", "unparsable", "failed"], rows)
+    print(f"\n{len(cells)} cells in {elapsed:.0f} s under {runs_root}")
+    if not needle_methods:
+        return 0
+
+    # -- part 2: the needle benchmark -----------------------------------------------------------
+    from retake.synthetic import NeedleConfig, write_benchmark
+
+    needle_root = os.path.join(out, "needle_data")
+    if not os.path.isdir(needle_root):
+        write_benchmark(os.path.join(needle_root, "needle"), args.needle_samples, seed=1)
+    budgets = needle_budgets(args.model, os.path.join(needle_root, "needle"), NeedleConfig())
+    needle_runs = os.path.join(out, "needle_runs")
+    common = [*model, f"data_root={needle_root}", "dataset=needle", "engine.chunk_frames=16",
+              "engine.max_new_tokens=4", f"run.results_root={needle_runs}", "experiment_name=demo_needle"]
+    cells = [["method=none", "engine.max_context=100000", *common]]
+    cells += [[f"method={m}", f"engine.max_context={c}", *common] for c in budgets.values() for m in needle_methods]
+    elapsed = run_cells(cells, "part 2 cells")
+    runs = collect(needle_runs)
+    full = runs[runs["method"] == "none"]["score"]
+    print(f"\nretake demo, part 2: the needle benchmark ({args.needle_samples} held-out questions, chance 25 %), "
+          f"trained {os.path.basename(args.model)}; accuracy in % at max_context = text + keep ratio x video tokens\n")
+    rows = [["none (all tokens)", *[f"{float(full.iloc[0]):.1f}"] * len(budgets)]]
+    for m in needle_methods:
+        sub = runs[runs["method"] == m].set_index("max_context")
+        rows.append([m, *[f"{sub.loc[c, 'score']:.1f}" if c in sub.index else "-" for c in budgets.values()]])
+    print_table(["method", *[f"r={r} (C={c})" for r, c in budgets.items()]], rows)
+    plots = plot_accuracy(runs[runs["method"] != "none"], os.path.join(out, "plots"), log=lambda _: None)
+    print(f"\n{len(cells)} cells in {elapsed:.0f} s under {needle_runs}; plot: {', '.join(map(str, plots))}")
+    print(f"tables from any runs folder: python scripts/make_tables.py --runs {needle_runs} --paper results/paper --out {out}/tables")
     return 0
+
+
+def needle_budgets(model: str, data_root: str, cfg) -> dict[float, int]:
+    """max_context per keep ratio r: the mean text length plus r of the video tokens (one
+    question's prompt, built by the model's adapter; the types differ by a few tokens)."""
+    from retake.harness.datasets import get_dataset
+    from retake.harness.samples import format_prompt
+    from retake.models import load_adapter
+    from retake.video import load_video
+
+    adapter = load_adapter(model, dtype="float32", device="cpu")
+    texts, video_tokens = [], None
+    for s in get_dataset("needle").load(data_root)[:4]:  # one of each question type
+        v = load_video(s.video, fps=2.0, max_frames=cfg.num_frames)
+        inputs = adapter.prepare_video(v.frames, v.sampling_fps, v.timestamps)
+        texts.append(adapter.build_prompt(format_prompt(s), inputs).num_text_tokens)
+        video_tokens = inputs.num_tokens
+    text = round(sum(texts) / len(texts))
+    return {r: text + round(r * video_tokens) for r in KEEP_RATIOS}
 
 
 def _kv_mean(cell_path: str) -> float:

@@ -1,5 +1,6 @@
-"""`make demo` (scripts/demo.py): Hydra-composed cells through lmms-eval's evaluator, a table
-read back from the cells' metrics.json files, and a rerun that skips every finished cell."""
+"""`make demo` (scripts/demo.py), shrunk: Hydra-composed cells through lmms-eval's evaluator
+on the committed needle model, tables read back from the cells' metrics.json files, the
+accuracy-vs-budget plot, and a rerun that skips every finished cell."""
 
 from __future__ import annotations
 
@@ -18,30 +19,57 @@ pytestmark = pytest.mark.xdist_group("demo")
 
 def run_demo(out) -> str:
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "demo.py"), "--out", str(out), "--methods", "none,adaretake",
-           "--datasets", "videomme,lvbench", "--videos", "2", "--frames", "32", "--max-context", "500"]
+           "--datasets", "videomme,lvbench", "--videos", "2", "--frames", "32", "--max-context", "500",
+           "--needle-methods", "uniform,adaretake", "--needle-samples", "4"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 
 
-def test_demo_runs_cells_and_prints_the_table(tmp_path):
+def rows(text: str, names) -> dict[str, list[str]]:
+    out = {}
+    for line in text.splitlines():
+        for name in names:
+            if line.startswith(name + " "):
+                out[name] = line[len(name):].split()
+    return out
+
+
+def mean_kv(folder) -> float:
+    with open(os.path.join(folder, "predictions.jsonl")) as f:
+        kv = [json.loads(line)["kv_tokens_mean"] for line in f]
+    return sum(kv) / len(kv)
+
+
+def test_demo_runs_cells_and_prints_the_tables(tmp_path):
     out = run_demo(tmp_path)
-    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] in (["none"], ["adaretake"])}
-    assert set(lines) == {"none", "adaretake"}
+    part1, part2 = out[out.index("part 1:"):out.index("part 2:")], out[out.index("part 2:"):]
+
     cells = sorted(os.listdir(tmp_path / "runs"))
-    assert len(cells) == 4 and all((tmp_path / "runs" / c / "metrics.json").exists() for c in cells)
-    for method, cols in lines.items():
-        # columns: method, videomme, lvbench, KV mean, unparsable, failed
-        kv = []
-        for c in cells:
-            if f"__{method}__" in c:
-                with open(tmp_path / "runs" / c / "predictions.jsonl") as f:
-                    kv += [json.loads(line)["kv_tokens_mean"] for line in f]
-        assert float(cols[3]) == pytest.approx(sum(kv) / len(kv), abs=0.05)
-        assert cols[5] == "0"
-    assert float(lines["adaretake"][3]) <= 500 + 4  # the budget, within a token per chunk
-    assert float(lines["none"][3]) > 500  # the video does not fit uncompressed: compression was needed
-    again = run_demo(tmp_path)  # finished cells are skipped
-    table = lambda text: text[text.index("retake demo:"):text.index(" cells in ")]  # noqa: E731
-    assert table(again) == table(out)
-    assert "4 cells in" in again
+    assert len(cells) == 4
+    table = rows(part1, ["none", "adaretake"])
+    assert set(table) == {"none", "adaretake"}
+    for method, cols in table.items():  # videomme, lvbench, KV mean, unparsable, failed
+        mine = [c for c in cells if f"__{method}__" in c]
+        scores = {json.load(open(tmp_path / "runs" / c / "metrics.json"))["cell"]["dataset"]:
+                  json.load(open(tmp_path / "runs" / c / "metrics.json"))["metrics"]["accuracy"] for c in mine}
+        assert [float(cols[0]), float(cols[1])] == [pytest.approx(scores["videomme"], abs=0.05),
+                                                    pytest.approx(scores["lvbench"], abs=0.05)]
+        kv = sum(mean_kv(tmp_path / "runs" / c) for c in mine) / len(mine)
+        assert float(cols[2]) == pytest.approx(kv, abs=0.05) and cols[4] == "0"
+    assert float(table["adaretake"][2]) <= 500 + 4  # the budget, within a token per chunk
+    assert float(table["none"][2]) > 500  # uncompressed, the videos do not fit: compression was needed
+
+    needle = rows(part2, ["none (all tokens)", "uniform", "adaretake"])
+    assert set(needle) == {"none (all tokens)", "uniform", "adaretake"} and all(len(v) == 3 for v in needle.values())
+    metrics = [json.load(open(tmp_path / "needle_runs" / c / "metrics.json")) for c in os.listdir(tmp_path / "needle_runs")]
+    assert len(metrics) == 1 + 2 * 3
+    budgets = sorted({m["cell"]["max_context"] for m in metrics if m["cell"]["method"] == "adaretake"})
+    by = {(m["cell"]["method"], m["cell"]["max_context"]): m["metrics"]["accuracy"] for m in metrics}
+    for method in ("uniform", "adaretake"):
+        assert [float(v) for v in needle[method]] == [pytest.approx(by[(method, c)], abs=0.05) for c in budgets]
+    assert (tmp_path / "plots" / "needle_qwen2_5_vl__needle__accuracy_vs_budget.png").exists()
+
+    again = run_demo(tmp_path)  # finished cells are skipped: the same tables
+    assert again[again.index("part 1:"):again.index(" cells in ")] == out[out.index("part 1:"):out.index(" cells in ")]
+    assert rows(again[again.index("part 2:"):], needle) == needle

@@ -414,11 +414,14 @@ def _series(runs: pd.DataFrame, x: str, fixed: str) -> list[tuple[str, pd.DataFr
     """(label, points sorted by ``x``) per method, params, variant and ``fixed`` value with
     two or more ``x`` values."""
     out = []
+    # parameters and variants only where a method has several (else the legend repeats defaults)
+    several = {c: set(runs.groupby("method")[c].nunique().loc[lambda n: n > 1].index) for c in ("method_params", "variant")}
     for (method, params, var, value), group in runs.groupby(["method", "method_params", "variant", fixed], sort=True):
         points = group.sort_values([x, "path"]).drop_duplicates(x)
         if points[x].nunique() >= 2 and points["score"].notna().sum() >= 2:
             name = "frames" if fixed == "max_frames" else "context"
-            extra = "".join(f" {t}" for t in (params, var) if t)
+            shown = (params if method in several["method_params"] else "", var if method in several["variant"] else "")
+            extra = "".join(f" {t}" for t in shown if t)
             label = f"{method}{extra} ({name} {int(value)})"
             out.append((label, points))
     return out
@@ -445,14 +448,14 @@ def plot_accuracy(runs: pd.DataFrame, out_dir, log=print) -> list[Path]:
             if not series:
                 log(f"plot skipped: {model} / {dataset}: accuracy vs {name} needs a method with 2+ values of {x}")
                 continue
-            fig, ax = plt.subplots(figsize=(6, 4))
+            fig, ax = plt.subplots(figsize=(8, 4))
             for label, points in series:
                 ax.plot(points[x], points["score"], marker="o", label=label)
             ax.set_xscale("log", base=2)
             ax.set_xlabel(x)
             ax.set_ylabel(f"{group['primary'].iloc[0]} (%)")
             ax.set_title(f"{model} / {dataset}")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
             fig.tight_layout()
             path = out / f"{model}__{dataset}__accuracy_vs_{name}.png"
             fig.savefig(path, dpi=100)
