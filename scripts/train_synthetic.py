@@ -104,14 +104,11 @@ class Batches(torch.utils.data.IterableDataset):
 
 def prompt_for(adapter, qtype: str, cfg: NeedleConfig, grid_thw) -> tuple[torch.Tensor, torch.Tensor]:
     """input ids ``[S]`` and M-RoPE ids ``[3, S]`` of a question of this type, as inference builds them."""
-    from retake.models.base import VideoInputs
-
     s = make_sample(QUESTION_TYPES.index(qtype), 0, cfg)
     sample = Sample(uid="x", video="", question=s.question, options=s.options, answer=s.answer)
-    per_step = (grid_thw[1] // 2) * (grid_thw[2] // 2)
-    video = VideoInputs(pixel_values=torch.empty(0), grid_thw=grid_thw, num_frames=cfg.num_frames, frames_per_step=2,
-                        tokens_per_step=per_step, step_token_offsets=[k * per_step for k in range(grid_thw[0] + 1)],
-                        sampling_fps=float(cfg.fps), timestamps=[k / cfg.fps for k in range(cfg.num_frames)])
+    blank = torch.zeros(cfg.num_frames, 3, cfg.size, cfg.size, dtype=torch.uint8)  # the layout only
+    video = adapter.prepare_video(blank, float(cfg.fps), [k / cfg.fps for k in range(cfg.num_frames)])
+    assert tuple(video.grid_thw) == tuple(grid_thw), (video.grid_thw, grid_thw)
     p = adapter.build_prompt(format_prompt(sample), video)
     return p.input_ids, p.position_ids
 
