@@ -256,7 +256,8 @@ def run_cell(cfg: Mapping | DictConfig) -> dict | None:
         if cfg.run.overwrite:
             clear_cell(directory)
         write_atomic(os.path.join(directory, "config.yaml"), OmegaConf.to_yaml(cfg))
-        tasks.write_task(cfg.dataset.name, samples, task_dir, limit=cfg.run.limit)
+        tasks.write_task(cfg.dataset.name, samples, task_dir, limit=cfg.run.limit,
+                         max_new_tokens=cfg.engine.max_new_tokens)
         log(rank, f"cell {directory}: {len(samples[: cfg.run.limit])} samples, {lm.world_size} process(es)")
     barrier(lm)  # the others read the task folder and the (cleared) predictions files after this
     task = tasks.task_name(cfg.dataset.name)
@@ -283,7 +284,7 @@ def evaluate(lm, task: str, task_dir: str, cfg: DictConfig, model_args_str: str)
         tasks=[task],
         task_manager=TaskManager("WARNING", include_path=[task_dir], include_defaults=False),
         limit=cfg.run.limit,
-        gen_kwargs=f"max_new_tokens={int(cfg.engine.max_new_tokens)}",
+        # max_new_tokens is in the task file (write_task): gen_kwargs would override it, with a warning per cell
         bootstrap_iters=0,  # the aggregate is a whole-dataset score; no stderr resampling
         log_samples=False,
         process_docs_parallel=1,

@@ -104,8 +104,10 @@ def _write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_task(dataset_name: str, samples: list[Sample], out_dir: str | os.PathLike, limit: int | None = None) -> str:
-    """Write the task folder for ``samples`` (the first ``limit`` of them) and return the task name."""
+def write_task(dataset_name: str, samples: list[Sample], out_dir: str | os.PathLike, limit: int | None = None,
+               max_new_tokens: int = MAX_NEW_TOKENS) -> str:
+    """Write the task folder for ``samples`` (the first ``limit`` of them) and return the task
+    name; the task asks for ``max_new_tokens`` greedy tokens per answer."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
     samples = list(samples)[:limit] if limit is not None else list(samples)
@@ -123,7 +125,7 @@ def write_task(dataset_name: str, samples: list[Sample], out_dir: str | os.PathL
     _write(os.path.join(out_dir, "utils.py"), _UTILS.format(task=task, dataset=dataset_name))
     _write(os.path.join(out_dir, f"{task}.yaml"), _YAML.format(
         task=task, dataset=dataset_name, count=len(samples), data_file=json.dumps(data_file),
-        cache_dir=json.dumps(os.path.join(out_dir, "hf_datasets_cache")), max_new_tokens=MAX_NEW_TOKENS,
+        cache_dir=json.dumps(os.path.join(out_dir, "hf_datasets_cache")), max_new_tokens=int(max_new_tokens),
         metric=metric_name(dataset_name),
     ))
     return task
