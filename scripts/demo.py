@@ -131,12 +131,12 @@ def main() -> int:
         return 0
 
     # -- part 2: the needle benchmark -----------------------------------------------------------
-    from retake.synthetic import NeedleConfig, write_benchmark
+    from retake.synthetic import write_benchmark
 
     needle_root = os.path.join(out, "needle_data")
     if not os.path.isdir(needle_root):
         write_benchmark(os.path.join(needle_root, "needle"), args.needle_samples, seed=1)
-    budgets = needle_budgets(args.model, os.path.join(needle_root, "needle"), NeedleConfig())
+    budgets = needle_budgets(args.model, os.path.join(needle_root, "needle"))
     needle_runs = os.path.join(out, "needle_runs")
     common = [*model, f"data_root={needle_root}", "dataset=needle", "engine.chunk_frames=16",
               "engine.max_new_tokens=4", f"run.results_root={needle_runs}", "experiment_name=demo_needle"]
@@ -158,23 +158,15 @@ def main() -> int:
     return 0
 
 
-def needle_budgets(model: str, data_root: str, cfg) -> dict[float, int]:
-    """max_context per keep ratio r: the mean text length plus r of the video tokens (one
-    question's prompt, built by the model's adapter; the types differ by a few tokens)."""
+def needle_budgets(model: str, data_root: str) -> dict[float, int]:
+    """max_context per keep ratio (``retake.synthetic.max_context_for``)."""
     from retake.harness.datasets import get_dataset
-    from retake.harness.samples import format_prompt
     from retake.models import load_adapter
-    from retake.video import load_video
+    from retake.synthetic import max_context_for
 
     adapter = load_adapter(model, dtype="float32", device="cpu")
-    texts, video_tokens = [], None
-    for s in get_dataset("needle").load(data_root)[:4]:  # one of each question type
-        v = load_video(s.video, fps=2.0, max_frames=cfg.num_frames)
-        inputs = adapter.prepare_video(v.frames, v.sampling_fps, v.timestamps)
-        texts.append(adapter.build_prompt(format_prompt(s), inputs).num_text_tokens)
-        video_tokens = inputs.num_tokens
-    text = round(sum(texts) / len(texts))
-    return {r: text + round(r * video_tokens) for r in KEEP_RATIOS}
+    first = get_dataset("needle").load(data_root)[0]
+    return {r: max_context_for(adapter, first, r) for r in KEEP_RATIOS}
 
 
 def _kv_mean(cell_path: str) -> float:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from retake.harness.samples import Sample, format_prompt, parse_answer
-from retake.synthetic import COLOURS, QUESTION_TYPES, NeedleConfig, make_sample, write_benchmark
+from retake.synthetic import COLOURS, QUESTION_TYPES, NeedleConfig, make_sample, max_context_for, write_benchmark
 
 ARCH = "qwen2_5_vl"
 SIZES = dict(layers=4, hidden=128, heads=4, kv_heads=2)
@@ -134,17 +134,12 @@ def evaluate(path: str, data_root: str, method: str = "none", keep_ratio: float 
     from retake.methods import get_method
     from retake.models import load_adapter
     from retake.pipeline import SamplingConfig, answer_question
-    from retake.video import load_video
-
     adapter = load_adapter(path, dtype="float32", device="cpu")
     samples = get_dataset("needle").load(data_root)[:limit]
     sampling = SamplingConfig(fps=2.0, max_frames=512, max_long_side=448)
     context = 10**6
-    if keep_ratio is not None:  # every type's prompt has the same length: one budget for all
-        v = load_video(samples[0].video, fps=sampling.fps, max_frames=sampling.max_frames)
-        inputs = adapter.prepare_video(v.frames, v.sampling_fps, v.timestamps)
-        text = adapter.build_prompt(format_prompt(samples[0]), inputs).num_text_tokens
-        context = text + round(keep_ratio * inputs.num_tokens)
+    if keep_ratio is not None:
+        context = max_context_for(adapter, samples[0], keep_ratio, sampling.fps, sampling.max_frames)
     per_type: dict[str, list[bool]] = {}
     answers = []
     for s in samples:

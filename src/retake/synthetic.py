@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .harness.samples import LETTERS, Sample
+from .harness.samples import LETTERS, Sample, format_prompt
 
 QUESTION_TYPES = ("colour", "order", "count", "when")
 COLOURS = {"red": (235, 35, 35), "green": (35, 200, 60), "blue": (40, 70, 235), "yellow": (235, 215, 30)}
@@ -166,6 +166,18 @@ def _render(rng, cfg: NeedleConfig, needles: list[tuple[int, str]]) -> np.ndarra
         out[start : start + cfg.needle_frames, y : y + n, x : x + n] = COLOURS[colour]
     out += rng.normal(0, 2.0, size=out.shape)
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def max_context_for(adapter, sample: Sample, keep_ratio: float, fps: float = 2.0, max_frames: int = 512) -> int:
+    """The KV budget that keeps ``keep_ratio`` of a needle question's video tokens: its text
+    tokens plus ``round(keep_ratio x video tokens)``, for the model behind ``adapter``. Every
+    needle prompt has the same length, so one question's budget serves the whole benchmark."""
+    from .video import load_video
+
+    v = load_video(sample.video, fps=fps, max_frames=max_frames)
+    inputs = adapter.prepare_video(v.frames, v.sampling_fps, v.timestamps)
+    text = adapter.build_prompt(format_prompt(sample), inputs).num_text_tokens
+    return text + round(keep_ratio * inputs.num_tokens)
 
 
 def write_video(path: str, frames: np.ndarray, fps: int) -> str:
