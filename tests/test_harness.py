@@ -42,7 +42,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIB
        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
        "TOKENIZERS_PARALLELISM": "false"}
 # measured per run, so never equal between two runs
-VOLATILE = ("vision_seconds", "prefill_seconds", "decode_seconds", "peak_memory_bytes", "peak_memory_kind")
+VOLATILE = ("vision_seconds", "prefill_seconds", "decode_seconds", "peak_memory_bytes", "peak_memory_kind",
+            "input_seconds", "video_reused")  # (which question of a video comes first depends on the shard)
 
 
 def cell(tiny: str, dataset: str, data_root: str, results_root, **engine) -> dict:
@@ -414,6 +415,21 @@ def test_killed_run_resumes_to_the_same_predictions(bench, reference, tmp_path):
     lines = read_lines(rank0)
     assert len(lines) == len(ref_records) == len({r["uid"] for r in lines})  # each sample answered once
     assert stable(read_lines(os.path.join(cell_path(cfg), "predictions.jsonl"))) == stable(ref_records)
+
+
+def test_reuse_and_prefetch_change_no_answer(bench, reference, tmp_path):
+    """The reference run (defaults: reuse_videos=1, prefetch=1) answered 3 questions on each of
+    3 videos, decoding and encoding each video once; with both off every answer is the same."""
+    ref_cfg, ref_records = reference
+    assert sum(r["video_reused"] for r in ref_records) == 6
+    assert sorted(r["video"] for r in ref_records if not r["video_reused"]) == sorted({r["video"] for r in ref_records})
+    cfg = json.loads(json.dumps(ref_cfg))
+    cfg["run"].update(results_root=str(tmp_path / "runs"), reuse_videos=0, prefetch=0)
+    assert cell_path(cfg).endswith(os.path.basename(cell_path(ref_cfg)))  # the same cell
+    run_cell(cfg)
+    records = read_lines(os.path.join(cell_path(cfg), "predictions.jsonl"))
+    assert not any(r["video_reused"] for r in records)
+    assert stable(records) == stable(ref_records)
 
 
 def test_two_processes_give_the_same_predictions(bench, reference, tmp_path):

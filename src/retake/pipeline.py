@@ -1,17 +1,34 @@
 """From a video file and a question to an answer: sampling -> adapter -> engine.
 
-This is the one path used by ``retake ask``, the benchmark and (later) the harness.
+This is the one path used by ``retake ask``, the benchmark and the harness.
+
+Two things make an evaluation run faster without changing any answer:
+
+- :class:`VideoReuse`: questions on the same video (VideoMME has 3 per video, LVBench about
+  15) reuse its decoded, preprocessed inputs and its vision-encoder features. Entries are
+  keyed by :func:`video_key`: the model object and its dtype/device, the file (resolved path,
+  size, modification time) and every sampling setting that changes the frames (fps, frame
+  count, resolution, size factor, backend), so a change of model, sampling or resolution never
+  meets a stale entry. It holds at most ``max_videos`` videos (least recently used goes).
+- :class:`Prefetcher`: decodes and preprocesses the next videos in a background thread while
+  the model works on the current one, at most ``depth`` videos ahead (bounded memory).
 """
 
 from __future__ import annotations
 
+import os
 import resource
-from dataclasses import asdict, dataclass
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from .engine import Engine, EngineConfig
 from .methods import Method
 from .methods.uniform import max_frames_for_context
-from .models import VideoLMAdapter
+from .models import VideoInputs, VideoLMAdapter
 from .video import load_video
 
 
@@ -23,6 +40,149 @@ class SamplingConfig:
     backend: str = "decord"
 
 
+@dataclass
+class PreparedVideo:
+    """A video sampled and made ready for one model: what a question needs of it.
+
+    ``inputs`` keeps the pixels until the features are computed; a cached entry drops them
+    then (``features`` is all the engine reads afterwards)."""
+
+    key: tuple
+    inputs: VideoInputs
+    num_frames: int
+    frame_size: list[int]
+    sampling_fps: float
+    video_fps: float
+    decode_seconds: float  # decode + sampling + resize + the adapter's preprocessing
+    features: Any = None  # the engine's encode() output, once computed
+
+
+def video_key(adapter: VideoLMAdapter, path: str, sampling: SamplingConfig, max_frames: int) -> tuple:
+    """What identifies a prepared video: model, file, and every setting that changes its frames."""
+    path = os.path.realpath(os.fspath(path))
+    try:
+        st = os.stat(path)
+        stamp = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        stamp = None  # load_video raises the clear error
+    model = adapter.model
+    param = next(model.parameters(), None)
+    return (id(model), type(adapter).__name__, str(getattr(param, "dtype", None)), str(getattr(param, "device", None)),
+            path, stamp, float(sampling.fps), int(max_frames), int(sampling.max_long_side), int(adapter.size_factor),
+            sampling.backend)
+
+
+def prepare_video(adapter: VideoLMAdapter, path: str, sampling: SamplingConfig, max_frames: int | None = None) -> PreparedVideo:
+    """Decode, sample, resize and preprocess ``path`` for ``adapter`` (no model compute)."""
+    max_frames = sampling.max_frames if max_frames is None else max_frames
+    key = video_key(adapter, path, sampling, max_frames)
+    t = time.perf_counter()
+    video = load_video(path, fps=sampling.fps, max_frames=max_frames, max_long_side=sampling.max_long_side,
+                       size_factor=adapter.size_factor, backend=sampling.backend)
+    inputs = adapter.prepare_video(video.frames, video.sampling_fps, video.timestamps)
+    return PreparedVideo(key=key, inputs=inputs, num_frames=video.num_frames, frame_size=list(video.frames.shape[-2:]),
+                         sampling_fps=video.sampling_fps, video_fps=video.video_fps,
+                         decode_seconds=time.perf_counter() - t)
+
+
+class VideoReuse:
+    """Prepared videos and their vision features, reused across questions (see module doc).
+
+    The entry of a video keeps its features on the model's device (one video's worth, which
+    prefill holds anyway); ``max_videos`` bounds how many videos are kept."""
+
+    def __init__(self, max_videos: int = 1):
+        if max_videos < 1:
+            raise ValueError(f"max_videos must be >= 1, got {max_videos}")
+        self.max_videos = max_videos
+        self._entries: OrderedDict[tuple, PreparedVideo] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple) -> PreparedVideo | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry
+
+    def __contains__(self, key: tuple) -> bool:
+        return key in self._entries
+
+    def put(self, entry: PreparedVideo) -> None:
+        self._entries[entry.key] = entry
+        self._entries.move_to_end(entry.key)
+        while len(self._entries) > self.max_videos:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Prefetcher:
+    """Prepares upcoming videos in one background thread, at most ``depth`` ahead.
+
+    ``schedule(paths)`` gives the order videos will be asked for; ``take(path)`` returns the
+    prepared video (waiting for it if it is still being decoded) and starts the next one.
+    A video that fails to decode is raised by ``take``, for that sample only; a path not
+    scheduled is prepared on the spot."""
+
+    def __init__(self, adapter: VideoLMAdapter, sampling: SamplingConfig, depth: int = 1):
+        if depth < 1:
+            raise ValueError(f"prefetch depth must be >= 1, got {depth}")
+        self.adapter, self.sampling, self.depth = adapter, sampling, depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retake-prefetch")
+        self._order: list[str] = []
+        self._next = 0
+        self._pending: OrderedDict[str, Future] = OrderedDict()
+        self._lock = threading.Lock()
+        self.waited_seconds = 0.0  # time take() spent waiting on an unfinished video
+
+    def schedule(self, paths: list[str]) -> None:
+        with self._lock:
+            self._order = []
+            for p in paths:  # consecutive repeats are one video (the same question batch)
+                if not self._order or self._order[-1] != p:
+                    self._order.append(p)
+            self._next = 0
+        self._fill()
+
+    def _fill(self) -> None:
+        with self._lock:
+            while len(self._pending) < self.depth and self._next < len(self._order):
+                path = self._order[self._next]
+                self._next += 1
+                if path not in self._pending:
+                    self._pending[path] = self._pool.submit(prepare_video, self.adapter, path, self.sampling)
+
+    def take(self, path: str) -> PreparedVideo:
+        with self._lock:
+            future = self._pending.pop(path, None)
+        try:
+            if future is None:
+                return prepare_video(self.adapter, path, self.sampling)
+            t = time.perf_counter()
+            done = future.done()
+            try:
+                return future.result()
+            finally:
+                if not done:
+                    self.waited_seconds += time.perf_counter() - t
+        finally:
+            self._fill()
+
+    def close(self) -> None:
+        with self._lock:
+            for f in self._pending.values():
+                f.cancel()
+            self._pending.clear()
+        self._pool.shutdown(wait=True)
+
+
 def answer_question(
     adapter: VideoLMAdapter,
     video_path: str,
@@ -31,34 +191,50 @@ def answer_question(
     sampling: SamplingConfig | None = None,
     engine: EngineConfig | None = None,
     system_prompt: str | None = None,
+    reuse: VideoReuse | None = None,
+    prepared: PreparedVideo | None = None,
 ) -> dict:
-    """Answer one question about one video; returns a JSON-ready dict (see ``retake ask --json``)."""
+    """Answer one question about one video; returns a JSON-ready dict (see ``retake ask --json``).
+
+    ``reuse``: keep / take this video's inputs and features there. ``prepared``: the video
+    already prepared (a :class:`Prefetcher`'s), used when its key matches."""
     sampling = sampling or SamplingConfig()
     engine = engine or EngineConfig()
+    runner = Engine(adapter, engine)
 
-    def sample(max_frames: int):
-        video = load_video(
-            video_path, fps=sampling.fps, max_frames=max_frames, max_long_side=sampling.max_long_side,
-            size_factor=adapter.size_factor, backend=sampling.backend,
-        )
-        inputs = adapter.prepare_video(video.frames, video.sampling_fps, video.timestamps)
-        return video, inputs, adapter.build_prompt(question, inputs, system_prompt=system_prompt)
+    def get(max_frames: int) -> tuple[PreparedVideo, bool]:
+        key = video_key(adapter, video_path, sampling, max_frames)
+        hit = reuse.get(key) if reuse is not None else None
+        if hit is not None:
+            return hit, True
+        pv = prepared if prepared is not None and prepared.key == key else prepare_video(adapter, video_path, sampling, max_frames)
+        return pv, False
 
-    video, inputs, prompt = sample(sampling.max_frames)
+    pv, reused = get(sampling.max_frames)
+    prompt = adapter.build_prompt(question, pv.inputs, system_prompt=system_prompt)
     if getattr(method, "fits_frames_to_context", False):
         # a step's cost includes the text some families interleave per step (Qwen3-VL's timestamps)
-        fit = max_frames_for_context(engine.max_context, prompt.num_text_tokens, inputs.max_step_tokens, inputs.frames_per_step)
-        if fit < video.num_frames:  # sample again, fewer frames over the same timeline
-            video, inputs, prompt = sample(fit)
-    out = Engine(adapter, engine).run(inputs, prompt, method)
+        fit = max_frames_for_context(engine.max_context, prompt.num_text_tokens, pv.inputs.max_step_tokens,
+                                     pv.inputs.frames_per_step)
+        if fit < pv.num_frames:  # sample again, fewer frames over the same timeline
+            pv, reused = get(fit)
+            prompt = adapter.build_prompt(question, pv.inputs, system_prompt=system_prompt)
+    vision_seconds = 0.0
+    features = pv.features
+    if reuse is not None and features is None:
+        features, vision_seconds = runner.encode(pv.inputs)
+        # the entry keeps what the engine reads, not the pixels
+        reuse.put(replace(pv, inputs=replace(pv.inputs, pixel_values=None), features=features))
+    out = runner.run(pv.inputs, prompt, method, features=features)
+    vision_seconds += out.vision_seconds
     peak = out.peak_memory_bytes
     return {
         "answer": adapter.decode(out.tokens),
         "method": method.name,
-        "frames": video.num_frames,
-        "frame_size": list(video.frames.shape[-2:]),
-        "sampling_fps": video.sampling_fps,
-        "video_fps": video.video_fps,
+        "frames": pv.num_frames,
+        "frame_size": list(pv.frame_size),
+        "sampling_fps": pv.sampling_fps,
+        "video_fps": pv.video_fps,
         "video_tokens": out.video_tokens,
         "text_tokens": out.text_tokens,
         "keep_ratio": out.keep_ratio,
@@ -66,8 +242,12 @@ def answer_question(
         "kv_tokens_per_layer": out.kv_tokens_per_layer,
         "kv_cache_bytes": out.kv_cache_bytes,
         "generated_tokens": len(out.tokens),
-        "vision_seconds": out.vision_seconds,
-        "prefill_seconds": out.prefill_seconds,
+        "video_reused": reused,
+        # decode + preprocessing of this question's video (0 when reused; a prefetched video's
+        # was spent in the background)
+        "input_seconds": 0.0 if reused else pv.decode_seconds,
+        "vision_seconds": vision_seconds,
+        "prefill_seconds": out.prefill_seconds + (vision_seconds - out.vision_seconds),
         "decode_seconds": out.decode_seconds,
         # accelerator peak during the run; on CPU the process's peak resident memory
         "peak_memory_bytes": peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

@@ -63,7 +63,7 @@ class EngineOutput:
     kv_cache_bytes: int  # after prefill
     keep_ratio: float
     vision_seconds: float
-    prefill_seconds: float  # vision encoding included
+    prefill_seconds: float  # vision encoding included (none when the features were given)
     decode_seconds: float
     peak_memory_bytes: int | None  # accelerator peak during the run, summed over the model's devices; None on CPU
     cache: CompressibleCache | None = None  # the final cache, when run(..., return_cache=True)
@@ -135,7 +135,21 @@ class Engine:
             torch.cuda.synchronize(d)
 
     @torch.no_grad()
-    def run(self, video: VideoInputs, prompt: Prompt, method: Method, return_cache: bool = False) -> EngineOutput:
+    def encode(self, video: VideoInputs):
+        """The vision encoder's output for ``video`` (a tensor or ``VideoFeatures``), in
+        batches of ``vision_batch_steps`` grid steps, and the seconds it took. ``run(...,
+        features=...)`` takes it back, so that questions on the same video encode it once."""
+        t = time.perf_counter()
+        features = self.adapter.encode_video(video, batch_steps=self.config.vision_batch_steps)
+        self._sync()
+        return features, time.perf_counter() - t
+
+    @torch.no_grad()
+    def run(self, video: VideoInputs, prompt: Prompt, method: Method, return_cache: bool = False,
+            features=None) -> EngineOutput:
+        """Prefill ``prompt`` with ``method`` compressing the video, then decode. ``features``:
+        the output of :meth:`encode` for this ``video`` on this adapter, computed before (then
+        no vision time is spent or reported here); None encodes it now."""
         ad, cfg = self.adapter, self.config
         accelerators = self._accelerators()
         for d in accelerators:
@@ -153,13 +167,14 @@ class Engine:
         ad.forward_embeds(ad.embed(ids[:vs]), pos[:, :vs], cache, retake_ctx=PLAIN)
 
         # 2. vision
-        tv = time.perf_counter()
-        features = ad.encode_video(video, batch_steps=cfg.vision_batch_steps)
+        vision_seconds = 0.0
+        if features is None:
+            features, vision_seconds = self.encode(video)
         extras = {}
         if isinstance(features, VideoFeatures):
             features, extras = features.embeds, features.extras
-        self._sync()
-        vision_seconds = time.perf_counter() - tv
+        if features.shape[0] != n_video:
+            raise ValueError(f"features hold {features.shape[0]} video tokens, the prompt's video span {n_video}")
         chunks = chunk_spans(video.step_token_offsets, cfg.chunk_frames // video.frames_per_step)
         plan = VideoPlan(
             num_layers=ad.num_layers, chunks=chunks, keep_ratio=r, max_context=cfg.max_context,

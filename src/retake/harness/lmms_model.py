@@ -17,6 +17,11 @@ is :func:`manifests`; ``retake.harness.runner`` passes an instance to ``simple_e
   resumes without duplicates even with a different number of processes.
 - Sharding is lmms-eval's (strided over ``RANK`` / ``WORLD_SIZE``); the device is
   ``cuda:LOCAL_RANK`` when CUDA is there, else CPU.
+- Input pipeline (``retake.pipeline``): a process answers its requests grouped by video (in
+  the order each video first appears; answers go back in lmms-eval's order), so that
+  ``reuse_videos=N`` (default 1; 0: off) reuses a video's decoded inputs and vision features
+  for its next questions, and ``prefetch=D`` (default 1; 0: off) decodes the next D videos in
+  a background thread while the model works. Neither changes an answer.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from tqdm import tqdm
 from ..engine import EngineConfig
 from ..methods import get_method
 from ..models import load_adapter
-from ..pipeline import SamplingConfig, answer_question
+from ..pipeline import Prefetcher, SamplingConfig, VideoReuse, answer_question, video_key
 
 MODEL_NAME = "retake"
 _NONE = {"", "none", "null"}
@@ -102,6 +107,8 @@ MODEL_ARGS: dict[str, tuple[Callable, Any]] = {
     "max_long_side": (_int, 448),
     "backend": (str, "decord"),
     "predictions": (_opt(str), None),
+    "reuse_videos": (_int, 1),  # videos whose inputs + vision features are kept for their next questions
+    "prefetch": (_int, 1),  # videos decoded ahead in a background thread
 }
 # passed by lmms-eval itself (create_from_arg_string's additional config); accepted, unused
 LMMS_EVAL_ARGS = ("batch_size", "max_batch_size")
@@ -109,7 +116,8 @@ LMMS_EVAL_ARGS = ("batch_size", "max_batch_size")
 # what answer_question measures that a predictions line keeps (lists are summarised)
 MEASUREMENTS = (
     "frames", "sampling_fps", "video_tokens", "text_tokens", "keep_ratio", "kv_cache_bytes",
-    "generated_tokens", "vision_seconds", "prefill_seconds", "decode_seconds", "peak_memory_bytes", "peak_memory_kind",
+    "generated_tokens", "video_reused", "input_seconds", "vision_seconds", "prefill_seconds", "decode_seconds",
+    "peak_memory_bytes", "peak_memory_kind",
 )
 
 
@@ -126,6 +134,9 @@ def parse_model_args(kwargs: dict) -> dict:
         except (TypeError, ValueError) as e:
             raise ValueError(f"model_args {name}={value!r}: {e}") from None
     out["method_args"] = out["method_args"] or {}
+    for name in ("reuse_videos", "prefetch"):
+        if out[name] < 0:
+            raise ValueError(f"model_args {name}={out[name]}: must be >= 0 (0 turns it off)")
     if not out["pretrained"]:
         raise ValueError(f"model_args for {MODEL_NAME!r} need pretrained=<checkpoint dir or hub id>")
     return out
@@ -270,6 +281,8 @@ class RetakeLMM(lmms):
         self._done: dict[tuple, dict] | None = None  # read lazily: the runner may clear old files first
         self._out = None
         self._warned: set[str] = set()
+        self.reuse = VideoReuse(args["reuse_videos"]) if args["reuse_videos"] > 0 else None
+        self.input_wait_seconds = 0.0  # time spent waiting for a video to be decoded
 
     @property
     def device(self) -> torch.device:
@@ -285,14 +298,46 @@ class RetakeLMM(lmms):
         """One answer per request ``(context, gen_kwargs, doc_to_visual, doc_id, task, split)``."""
         if self._done is None:
             self._done = read_predictions(self.prefix) if self.prefix else {}
-        answers = []
+        order, videos = self._order(requests)
+        prefetch = None
+        if self.args["prefetch"] > 0:
+            prefetch = Prefetcher(self.adapter, self.sampling, self.args["prefetch"])
+            prefetch.schedule([videos[i] for i in order if videos[i] is not None])
+        answers: list[str | None] = [None] * len(requests)
         bar = tqdm(total=len(requests), desc=f"retake rank {self.rank}", disable=self.rank != 0, file=sys.stderr, leave=False,
                    dynamic_ncols=True)
-        for request in requests:
-            answers.append(self._answer(*request.args))
-            bar.update(1)
-        bar.close()
+        try:
+            for i in order:
+                answers[i] = self._answer(*requests[i].args, prefetch=prefetch)
+                bar.update(1)
+        finally:
+            bar.close()
+            if prefetch is not None:
+                prefetch.close()
+                self.input_wait_seconds += prefetch.waited_seconds
         return answers
+
+    def _order(self, requests) -> tuple[list[int], list[str | None]]:
+        """The order to answer ``requests`` in: grouped by video, videos in order of first
+        appearance (so reuse and prefetch see each video once), and each request's video
+        path (None: answered from the predictions files, or no path; its error comes later)."""
+        videos: list[str | None] = []
+        for r in requests:
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = r.args
+            path = None
+            try:
+                doc = self.task_dict[task][split][doc_id]
+                uid = doc.get("uid") if hasattr(doc, "get") else None
+                if request_key(task, doc_id, uid) not in self._done:
+                    path = video_of(doc_to_visual, doc)
+            except Exception:  # noqa: BLE001 - _answer records the error of this sample
+                path = None
+            videos.append(path)
+        first: dict[str | None, int] = {}
+        for i, v in enumerate(videos):
+            first.setdefault(v, i)
+        order = sorted(range(len(requests)), key=lambda i: (first[videos[i]] if videos[i] is not None else i, i))
+        return order, videos
 
     def loglikelihood(self, requests):
         raise NotImplementedError(
@@ -316,7 +361,8 @@ class RetakeLMM(lmms):
 
     # -- one request ---------------------------------------------------------------------
 
-    def _answer(self, context: str, gen_kwargs: dict, doc_to_visual, doc_id: int, task: str, split: str) -> str:
+    def _answer(self, context: str, gen_kwargs: dict, doc_to_visual, doc_id: int, task: str, split: str,
+                prefetch: Prefetcher | None = None) -> str:
         doc = self.task_dict[task][split][doc_id]
         uid = doc.get("uid") if hasattr(doc, "get") else None
         key = request_key(task, doc_id, uid)
@@ -325,8 +371,12 @@ class RetakeLMM(lmms):
         record = {"task": task, "doc_id": int(doc_id), "uid": key[2], "rank": self.rank}
         try:
             video = video_of(doc_to_visual, doc)
+            prepared = None
+            if prefetch is not None and (self.reuse is None or self._needs_video(video)):
+                prepared = prefetch.take(video)
             result = answer_question(self.adapter, video, context, get_method(self.method_name, **self.method_args),
-                                     self.sampling, self._engine_for(gen_kwargs or {}))
+                                     self.sampling, self._engine_for(gen_kwargs or {}), reuse=self.reuse,
+                                     prepared=prepared)
             record.update(prediction=result["answer"], error=None, video=video, **measurements(result))
         except Exception as e:  # noqa: BLE001 - one bad sample never ends the run
             record.update(prediction=None, error=f"{type(e).__name__}: {e}")
@@ -335,6 +385,10 @@ class RetakeLMM(lmms):
                 torch.cuda.empty_cache()
         self._save(key, record)
         return record["prediction"] or ""
+
+    def _needs_video(self, video: str) -> bool:
+        """Whether the reuse cache lacks ``video`` at the full sampling (then it is decoded)."""
+        return video_key(self.adapter, video, self.sampling, self.sampling.max_frames) not in self.reuse
 
     def _engine_for(self, gen_kwargs: dict) -> EngineConfig:
         """The task's ``max_new_tokens`` wins over the model arg; decoding is always greedy."""

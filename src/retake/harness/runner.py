@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -226,6 +227,7 @@ def model_args(cfg: DictConfig, max_guide_tokens: int | None, predictions: str) 
         "reforge_positions": cfg.engine.reforge_positions, "fps": cfg.sampling.fps,
         "max_frames": cfg.sampling.max_frames, "max_long_side": cfg.sampling.max_long_side,
         "backend": cfg.sampling.backend, "predictions": predictions,
+        "reuse_videos": cfg.run.get("reuse_videos", 1), "prefetch": cfg.run.get("prefetch", 1),
     }
 
 
@@ -261,10 +263,14 @@ def run_cell(cfg: Mapping | DictConfig) -> dict | None:
         log(rank, f"cell {directory}: {len(samples[: cfg.run.limit])} samples, {lm.world_size} process(es)")
     barrier(lm)  # the others read the task folder and the (cleared) predictions files after this
     task = tasks.task_name(cfg.dataset.name)
+    start = time.perf_counter()
     results = evaluate(lm, task, task_dir, cfg, model_args_string(args))
     if rank != 0:
         return None
-    return finalize(cfg, directory, task, spec, results, lm.world_size)
+    # rank 0's own figures (the others' are in their predictions lines)
+    timing = {"evaluate_seconds": round(time.perf_counter() - start, 3),
+              "rank0_input_wait_seconds": round(lm.input_wait_seconds, 3)}
+    return finalize(cfg, directory, task, spec, results, lm.world_size, timing)
 
 
 def barrier(lm) -> None:
@@ -310,7 +316,22 @@ def merge_predictions(prefix: str, task: str, samples: list) -> list[dict]:
     return sorted(records, key=lambda r: r["uid"])
 
 
-def finalize(cfg: DictConfig, directory: str, task: str, spec, results: dict, num_processes: int) -> dict:
+def throughput(records: list[dict], timing: dict | None) -> dict:
+    """Where the time went: per-sample seconds summed over the samples answered in this run
+    (resumed ones carry their first run's figures), videos reused, and the evaluation's wall
+    time on rank 0 with the time it waited on a video being decoded."""
+    answered = [r for r in records if r.get("prediction") is not None]
+    out = {k: round(sum(float(r.get(k) or 0) for r in answered), 3)
+           for k in ("input_seconds", "vision_seconds", "prefill_seconds", "decode_seconds")}
+    out["videos_reused"] = sum(bool(r.get("video_reused")) for r in answered)
+    out.update(timing or {})
+    if timing and timing.get("evaluate_seconds"):
+        out["samples_per_hour"] = round(3600 * len(records) / timing["evaluate_seconds"], 1)
+    return out
+
+
+def finalize(cfg: DictConfig, directory: str, task: str, spec, results: dict, num_processes: int,
+             timing: dict | None = None) -> dict:
     """Rank 0: predictions.jsonl, our score, the check against lmms-eval, metrics.json."""
     samples = tasks.read_task_samples(os.path.join(directory, "task"))
     records = merge_predictions(os.path.join(directory, PREDICTIONS), task, samples)
@@ -334,6 +355,7 @@ def finalize(cfg: DictConfig, directory: str, task: str, spec, results: dict, nu
         "failures": [{"uid": r["uid"], "error": r["error"]} for r in records if r["error"] is not None],
         "versions": versions(),
         "num_processes": num_processes,
+        "throughput": throughput(records, timing),
         "lmms_eval": {"task": task, "primary": theirs, "agrees": same_number(ours, theirs)},
     }
     write_atomic(os.path.join(directory, "metrics.json"), json.dumps(result, indent=2, default=str) + "\n")
