@@ -176,3 +176,70 @@ def test_patchify_orders_grid_steps(video_path):
     rows = h * w
     changed = (pv != pv2).any(-1).view(t, rows).any(-1)
     assert changed.tolist() == [False, False, True, False]
+
+
+def _x264_video(path, frames=90, fps=30, bframes=3):
+    """An H.264 video with B-frames (x264 with b-pyramid: some B pictures are references,
+    the others are not) and a content change every frame."""
+    import av
+
+    with av.open(str(path), mode="w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        s.options = {"preset": "veryfast", "bframes": str(bframes), "g": "24"}
+        rng = np.random.default_rng(4)
+        base = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
+        for t in range(frames):
+            img = np.roll(base, 2 * t, axis=1)
+            img[(t * 3) % 40 : (t * 3) % 40 + 20, 10:30] = 255
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return str(path)
+
+
+def _non_reference_packets(path):
+    import av
+
+    from retake.video import _h264_length_size, h264_is_non_reference
+
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        size = _h264_length_size(s)
+        return size, sum(h264_is_non_reference(p, size) for p in c.demux(s) if p.size)
+
+
+@pytest.mark.parametrize("fps", [2.0, 7.0, 30.0])
+def test_pyav_skipping_unsampled_pictures_gives_the_same_frames(tmp_path, fps):
+    """Leaving unsampled non-reference pictures undecoded returns the very bytes of decoding
+    every frame, on B-frame video and on a real camera clip."""
+    from retake.video import _read_pyav
+
+    paths = [_x264_video(tmp_path / "b.mp4")] + [c for c in _real_clips() if c.endswith("bikes.mp4")]
+    for p in paths:
+        size, skippable = _non_reference_packets(p)
+        assert size == 4 and skippable > 0, p  # the fast path applies and has something to skip
+        fast, idx, total, vfps = _read_pyav(p, fps, 2048, 0, skip_unused=True)
+        full, idx2, total2, _ = _read_pyav(p, fps, 2048, 0, skip_unused=False)
+        assert idx == idx2 and total == total2 and len(idx) >= 2
+        assert np.array_equal(fast, full), p
+    # and it agrees with decord's indices on the same file
+    assert load_video(paths[0], fps=fps, backend="pyav").frame_indices == load_video(paths[0], fps=fps).frame_indices
+
+
+def test_non_reference_test_reads_nal_headers():
+    from retake.video import h264_is_non_reference
+
+    def nal(header, payload=b"\x88\x84"):
+        body = bytes([header]) + payload
+        return len(body).to_bytes(4, "big") + body
+
+    assert h264_is_non_reference(nal(0x01), 4)  # non-IDR slice, nal_ref_idc 0
+    assert not h264_is_non_reference(nal(0x21), 4)  # nal_ref_idc 1
+    assert not h264_is_non_reference(nal(0x65), 4)  # IDR
+    assert h264_is_non_reference(nal(0x06) + nal(0x01), 4)  # SEI, then a non-reference slice
+    assert not h264_is_non_reference(nal(0x01) + nal(0x41), 4)  # one referenced slice is enough to keep it
+    assert not h264_is_non_reference(nal(0x06), 4)  # no slice at all
+    assert not h264_is_non_reference(nal(0x01)[:-1], 4)  # cut short: decode it
+    assert not h264_is_non_reference(nal(0x02), 4)  # data partitions: decode it

@@ -135,20 +135,132 @@ def _read_decord(path: str, fps: float, max_frames: int, num_threads: int):
     return frames, idx, total, video_fps
 
 
-def _read_pyav(path: str, fps: float, max_frames: int, num_threads: int):
+def _h264_length_size(stream) -> int | None:
+    """The NAL length-field size of an H.264 stream stored length-prefixed (mp4, mov, mkv:
+    ``avcC`` extradata), else None (another codec, or Annex-B start codes)."""
+    ctx = stream.codec_context
+    if ctx.name != "h264":
+        return None
+    extra = bytes(ctx.extradata or b"")
+    if len(extra) < 7 or extra[0] != 1:
+        return None
+    return (extra[4] & 3) + 1
+
+
+def h264_is_non_reference(data, length_size: int) -> bool:
+    """True iff ``data`` (one length-prefixed H.264 access unit) holds slices and every slice
+    NAL unit has ``nal_ref_idc == 0``: a picture no other picture predicts from (H.264 §7.4.1),
+    so leaving it undecoded changes no other frame. Anything unparsable answers False."""
+    view = memoryview(data)
+    i, n, slices = 0, len(view), 0
+    while i + length_size <= n:
+        size = int.from_bytes(view[i : i + length_size], "big")
+        i += length_size
+        if size < 1 or i + size > n:
+            return False
+        header = view[i]
+        if header & 0x1F in (1, 5):  # coded slice (non-IDR / IDR)
+            if header >> 5 & 3:
+                return False
+            slices += 1
+        elif header & 0x1F in (2, 3, 4):  # data partitions: keep it simple and decode
+            return False
+        i += size
+    return slices > 0 and i == n
+
+
+def _open_pyav(path: str, num_threads: int):
     import av
 
     try:
         container = av.open(path)
     except Exception as e:
         raise VideoDecodeError(path, f"undecodable ({type(e).__name__}: {e})") from e
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(path, "no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    if num_threads:
+        stream.thread_count = num_threads
+    return container, stream
+
+
+def _display_pts(path: str) -> list[int] | None:
+    """The presentation timestamps of every video packet in display order (a demux pass, no
+    decoding); None when some packet has none or two share one (then frames cannot be told
+    apart by pts and everything is decoded)."""
+    import av
+
+    pts = []
+    try:
+        with av.open(path) as container:
+            for packet in container.demux(container.streams.video[0]):
+                if packet.size == 0:
+                    continue
+                if packet.pts is None:
+                    return None
+                pts.append(int(packet.pts))
+    except Exception:  # noqa: BLE001 - the decoding pass reports the error
+        return None
+    pts.sort()
+    return pts if len(set(pts)) == len(pts) else None
+
+
+def _decode_selected(container, stream, path: str, idx: list[int], total: int, skip_unused: bool):
+    """The frames at display indices ``idx`` (rgb24 arrays, in ``idx`` order).
+
+    With ``skip_unused`` (H.264 in mp4/mkv), packets of non-reference pictures that are not
+    sampled are not decoded at all: with B-frames about half of a video's pictures, which no
+    other picture depends on. Frames are matched to indices by their pts. Without it (another
+    codec, or pts that do not number the frames), every frame is decoded and counted."""
+    wanted: dict[int, list[int]] = {}
+    for pos, i in enumerate(idx):
+        wanted.setdefault(i, []).append(pos)
+    out: list[np.ndarray | None] = [None] * len(idx)
+    length_size = _h264_length_size(stream) if skip_unused else None
+    order = _display_pts(path) if length_size is not None else None
+    if order is not None and len(order) != total:
+        order = None
+    decoded = 0
+    try:
+        if order is not None:
+            index_of = {p: i for i, p in enumerate(order)}
+            keep_pts = {order[i] for i in wanted}
+            left = len(wanted)
+            for packet in container.demux(stream):
+                if packet.size and packet.pts not in keep_pts and h264_is_non_reference(packet, length_size):
+                    continue
+                for frame in packet.decode():
+                    decoded += 1
+                    i = index_of.get(frame.pts)
+                    if i in wanted and out[wanted[i][0]] is None:
+                        arr = frame.to_ndarray(format="rgb24")
+                        for pos in wanted[i]:
+                            out[pos] = arr
+                        left -= 1
+                if left == 0:
+                    break
+        else:
+            last = max(idx)
+            for i, frame in enumerate(container.decode(stream)):
+                decoded = i + 1
+                if i in wanted:
+                    arr = frame.to_ndarray(format="rgb24")
+                    for pos in wanted[i]:
+                        out[pos] = arr
+                if i >= last:
+                    break
+    except Exception as e:
+        raise VideoDecodeError(path, f"truncated or corrupt stream after {decoded} frames ({type(e).__name__}: {e})") from e
+    if any(a is None for a in out):
+        raise VideoDecodeError(path, f"truncated: stream ends after {decoded} of {total} frames")
+    return out
+
+
+def _read_pyav(path: str, fps: float, max_frames: int, num_threads: int, skip_unused: bool = True):
+    container, stream = _open_pyav(path, num_threads)
     with container:
-        if not container.streams.video:
-            raise VideoDecodeError(path, "no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        if num_threads:
-            stream.thread_count = num_threads
         rate = stream.average_rate or stream.guessed_rate
         video_fps = float(rate) if rate else 0.0
         total = int(stream.frames or 0)
@@ -158,26 +270,7 @@ def _read_pyav(path: str, fps: float, max_frames: int, num_threads: int):
             raise VideoDecodeError(path, f"no frame count or rate in the header (frames={total}, fps={video_fps})")
         n = num_sample_frames(total, video_fps, fps, max_frames)
         idx = sample_indices(total, n)
-        wanted: dict[int, list[int]] = {}
-        for pos, i in enumerate(idx):
-            wanted.setdefault(i, []).append(pos)
-        out: list[np.ndarray | None] = [None] * len(idx)
-        last = max(idx)
-        decoded = 0
-        try:
-            for i, frame in enumerate(container.decode(stream)):
-                decoded = i + 1
-                if i in wanted:
-                    arr = frame.to_ndarray(format="rgb24")
-                    for pos in wanted[i]:
-                        out[pos] = arr
-                if i >= last:
-                    break
-        except Exception as e:
-            raise VideoDecodeError(path, f"truncated or corrupt stream after {decoded} frames ({type(e).__name__}: {e})") from e
-    missing = [idx[p] for p, a in enumerate(out) if a is None]
-    if missing:
-        raise VideoDecodeError(path, f"truncated: stream ends after {decoded} of {total} frames")
+        out = _decode_selected(container, stream, path, idx, total, skip_unused)
     return np.stack(out), idx, total, video_fps
 
 
