@@ -198,6 +198,29 @@ def test_causal_sdpa_matches_explicit_bottom_right_mask():
         causal_sdpa(q, k[:, :, :3], v[:, :, :3], None)
 
 
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 2e-6), (torch.float64, 1e-12), (torch.bfloat16, 2e-2)])
+def test_split_attention_equals_the_masked_kernel(dtype, atol):
+    """The CPU chunk path (cache part + square causal part, merged by log-sum-exp) = one
+    SDPA call with the bottom-right mask, with grouped-query heads."""
+    import torch.nn.functional as F
+    from torch.nn.attention.bias import causal_lower_right
+
+    from retake.engine.attention import split_causal_sdpa
+
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(1, 8, 37, 16, generator=g).to(dtype)
+    k = torch.randn(1, 2, 100, 16, generator=g).to(dtype)
+    v = torch.randn(1, 2, 100, 16, generator=g).to(dtype)
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=causal_lower_right(37, 100),
+                                         enable_gqa=True)
+    for scale in (None, 0.3):
+        want = ref if scale is None else F.scaled_dot_product_attention(
+            q.double(), k.double(), v.double(), attn_mask=causal_lower_right(37, 100), enable_gqa=True, scale=scale)
+        got = split_causal_sdpa(q, k, v, scale)
+        assert got.dtype == dtype and got.shape == want.shape
+        assert torch.allclose(got.double(), want, atol=atol), (got.double() - want).abs().max()
+
+
 def test_engine_config_and_budget_errors(adapters, sampled):
     ad = adapters["qwen2_vl"]
     inputs, prompt = make_inputs(ad, sampled)

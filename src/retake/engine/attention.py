@@ -26,13 +26,39 @@ ATTENTION_NAME = "retake_sdpa"
 _registered = False
 
 
+def _cpu_attention_lse(query, key, value, is_causal: bool, scale):
+    """CPU flash attention with its log-sum-exp: ``([B, H, q, d], [B, H, q])``."""
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, is_causal, scale=scale)[:2]
+
+
+def split_causal_sdpa(query, key, value, scale):
+    """Bottom-right causal attention as two unmasked kernels merged by log-sum-exp: the
+    queries over the cache before them (no mask) and over their own block (the square
+    ``is_causal`` kernel, which skips masked blocks). The CPU kernels otherwise materialise
+    the ``q x k`` mask and compute every masked block (``docs/performance.md``)."""
+    q_len, k_len = query.shape[-2], key.shape[-2]
+    if query.shape[1] != key.shape[1]:  # the private kernel has no grouped-query support
+        rep = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
+    past = k_len - q_len
+    o1, l1 = _cpu_attention_lse(query, key[:, :, :past], value[:, :, :past], False, scale)
+    o2, l2 = _cpu_attention_lse(query, key[:, :, past:], value[:, :, past:], True, scale)
+    m = torch.maximum(l1, l2)
+    w1, w2 = torch.exp(l1 - m), torch.exp(l2 - m)
+    return ((o1 * w1.unsqueeze(-1) + o2 * w2.unsqueeze(-1)) / (w1 + w2).unsqueeze(-1)).to(query.dtype)
+
+
 def causal_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float | None) -> torch.Tensor:
     """SDPA, bottom-right causal. query ``[B, H, q, d]``, key/value ``[B, H_kv, k, d]``
-    (grouped-query heads allowed). Returns ``[B, H, q, d]``."""
+    (grouped-query heads allowed). Returns ``[B, H, q, d]``. On CPU a chunk over a cache
+    (``1 < q < k``) takes :func:`split_causal_sdpa`; CUDA's kernels take the bottom-right
+    mask natively."""
     q_len, k_len = query.shape[-2], key.shape[-2]
     if k_len < q_len:
         raise ValueError(f"attention with more queries ({q_len}) than keys ({k_len})")
     gqa = query.shape[1] != key.shape[1]
+    if 1 < q_len < k_len and query.device.type == "cpu" and query.dtype in (torch.float32, torch.float64, torch.bfloat16):
+        return split_causal_sdpa(query, key, value, scale)
     if q_len == 1:
         mask, is_causal = None, False  # the newest token sees everything
     elif q_len == k_len:
