@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 # index for a CPU-only build, say) through TORCH_PIP_ARGS.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
+# e.g. BENCH_ARGS="--suite input --repeats 5" (scripts/bench.py --help)
+BENCH_ARGS ?=
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 PYTEST_ARGS ?=
 OUT ?= demo_out
@@ -79,11 +81,11 @@ ablation: setup ## Hydra multirun grid: methods x budget x frames (conf/experime
 tables: setup ## results/table1..4.{md,csv}, the ablation grid and plots from results/runs/*/metrics.json
 	$(BIN)/python scripts/make_tables.py --runs results/runs --paper results/paper --out results
 
-train-synthetic: setup ## train the needle model from scratch on CPU (~40 min on 2 cores) into $(TRAIN_OUT)
+train-synthetic: setup ## train the needle model from scratch on CPU (~55 min on 2 cores) into $(TRAIN_OUT)
 	$(BIN)/python scripts/train_synthetic.py --out $(TRAIN_OUT) --compare $(NEEDLE_MODEL)
 
-bench: setup ## engine vs plain transformers forward: prefill time and peak memory ratios
-	$(BIN)/python scripts/bench.py
+bench: setup ## speed + memory suites (engine overhead, memory vs frames, input pipeline, eval throughput) -> results/bench
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 clean: ## remove demo outputs and caches (keeps .venv)
 	rm -rf $(OUT) .pytest_cache

@@ -7,7 +7,10 @@ training samples are drawn fresh from seed 0 (never the held-out seed 1), render
 patches by the same preprocessing as inference, and prompted with the harness's own prompt
 (``format_prompt``) through the adapter's chat template and M-RoPE positions. The loss is the
 cross-entropy of the answer letter and the end-of-turn token after it, with full, ordinary
-attention (no compression during training).
+attention (no compression during training), plus three auxiliary linear probes that are not
+saved: the needle colour under each video token (layer 1), "a needle in this grid step so
+far" on each video token (layer 2), and the number of needles at the answer position (last
+layer); docs/synthetic.md says why.
 
 At the end the checkpoint (config, weights, tokenizer, preprocessor config) is written to
 ``--out`` with ``train_log.json`` (the loss curve, held-out accuracy, time) and
@@ -76,30 +79,43 @@ def frames_at(step: int, steps: int, schedule: list[int]) -> int:
     return schedule[stage]
 
 
+def step_labels(labels: torch.Tensor, tokens_per_step: int) -> torch.Tensor:
+    """1 where a needle lies under this video token or an earlier one of the same grid step
+    (what a token can see of its step through causal attention), else 0: the target of the
+    auxiliary step probe, from ``token_labels``."""
+    hit = (labels > 0).reshape(*labels.shape[:-1], -1, tokens_per_step)
+    return hit.cummax(dim=-1).values.reshape(labels.shape).long()
+
+
 class Batches(torch.utils.data.IterableDataset):
     """Batches of one question type and one video length (so every row has the same prompt
-    layout), types in turn; every sample drawn from ``seed``, indexed by its batch, so the
-    stream is the same on every run."""
+    layout), the types in the order of ``cycle``; every sample drawn from ``seed``, indexed by
+    its type's batch count, so the stream is the same on every run and no sample repeats."""
 
-    def __init__(self, adapter, cfg: NeedleConfig, batch_size: int, seed: int, steps: int, schedule: list[int]):
+    def __init__(self, adapter, cfg: NeedleConfig, batch_size: int, seed: int, steps: int, schedule: list[int],
+                 cycle: list[str] = list(QUESTION_TYPES)):
         self.pp, self.cfg, self.batch_size, self.seed = adapter.pp, cfg, batch_size, seed
-        self.steps, self.schedule = steps, schedule
+        self.steps, self.schedule, self.cycle = steps, schedule, cycle
 
     def __iter__(self):
         from retake.models.qwen2_vl import patchify
 
+        seen = {t: 0 for t in QUESTION_TYPES}  # batches of each type so far
         for b in range(self.steps):
-            qtype = b % len(QUESTION_TYPES)
+            name = self.cycle[b % len(self.cycle)]
+            qtype = QUESTION_TYPES.index(name)
             cfg = dataclasses.replace(self.cfg, num_frames=frames_at(b, self.steps, self.schedule))
-            rows, answers, labels = [], [], []
+            rows, answers, labels, events = [], [], [], []
             for j in range(self.batch_size):
-                i = (b // len(QUESTION_TYPES) * self.batch_size + j) * len(QUESTION_TYPES) + qtype
+                i = (seen[name] * self.batch_size + j) * len(QUESTION_TYPES) + qtype
                 s = make_sample(i, self.seed, cfg)
                 frames = torch.from_numpy(s.frames).permute(0, 3, 1, 2).contiguous()
                 rows.append(patchify(frames, self.pp)[0])
                 answers.append(s.answer)
                 labels.append(token_labels(s.frames, cell=self.pp.patch_size * self.pp.merge_size))
-            yield b, qtype, cfg.num_frames, torch.cat(rows), answers, torch.stack(labels)
+                events.append(len(s.needles))
+            seen[name] += 1
+            yield b, qtype, cfg.num_frames, torch.cat(rows), answers, torch.stack(labels), torch.tensor(events)
 
 
 def prompt_for(adapter, qtype: str, cfg: NeedleConfig, grid_thw) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,13 +204,20 @@ def plot_loss(log: list[dict], path: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="checkpoints/needle_qwen2_5_vl")
-    ap.add_argument("--steps", type=int, default=2400)
+    ap.add_argument("--steps", type=int, default=2600)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--aux-weight", type=float, default=1.0, help="weight of the auxiliary needle-colour loss (0: off)")
     ap.add_argument("--aux-layer", type=int, default=1, help="hidden state the auxiliary probe reads (0 = embeddings)")
+    ap.add_argument("--step-weight", type=float, default=1.0,
+                    help="weight of the auxiliary probe of 'a needle in this grid step so far' (0: off)")
+    ap.add_argument("--step-layer", type=int, default=2, help="hidden state the step probe reads")
+    ap.add_argument("--count-weight", type=float, default=1.0,
+                    help="weight of the auxiliary probe of the number of needles, read at the answer position (0: off)")
+    ap.add_argument("--cycle", default="colour,order,count,when,count",
+                    help="question types of consecutive batches, repeated (count is the hard one)")
     ap.add_argument("--frames", default="32,64", help="curriculum of video lengths (frames_at); the last is the benchmark's")
     ap.add_argument("--eval-samples", type=int, default=128, help="held-out samples (seed 1) measured at the end")
     ap.add_argument("--threads", type=int, default=2)
@@ -223,15 +246,26 @@ def main(argv=None) -> int:
     # training aid, not saved: a linear probe of the needle colour on every video token
     aux_head = torch.nn.Linear(model.config.text_config.hidden_size, 1 + len(COLOURS))
     aux_class_weight = torch.tensor([0.1] + [1.0] * len(COLOURS))
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n] + [aux_head.weight]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)] + [aux_head.bias]
+    # and two for counting: "a needle in this grid step so far" on every video token, and the
+    # number of needles (1-4) at the position that predicts the answer, for every question type
+    width = model.config.text_config.hidden_size
+    step_head, count_head = torch.nn.Linear(width, 2), torch.nn.Linear(width, 4)
+    heads = [aux_head, step_head, count_head]
+    tokens_per_step = (cfg.size // adapter.pp.patch_size // adapter.pp.merge_size) ** 2
+    cycle = [t.strip() for t in args.cycle.split(",")]
+    if not cycle or any(t not in QUESTION_TYPES for t in cycle):
+        raise SystemExit(f"--cycle: question types from {QUESTION_TYPES}, got {args.cycle!r}")
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n] + [h.weight for h in heads]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)] + [h.bias for h in heads]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.98))
-    loader = torch.utils.data.DataLoader(Batches(adapter, cfg, args.batch_size, args.seed, args.steps, schedule), batch_size=None,
+    loader = torch.utils.data.DataLoader(Batches(adapter, cfg, args.batch_size, args.seed, args.steps, schedule, cycle),
+                                         batch_size=None,
                                          num_workers=1, prefetch_factor=4, persistent_workers=False)
     log, start = [], time.perf_counter()
     bar = tqdm(total=args.steps, desc="train", unit="step", file=sys.stderr)
-    for step, (b, qtype, frames, pixels, answers, labels) in enumerate(loader):
+    recent_acc = {t: [] for t in QUESTION_TYPES}
+    for step, (b, qtype, frames, pixels, answers, labels, events) in enumerate(loader):
         grid = (frames // 2, cfg.size // 14, cfg.size // 14)
         key = (QUESTION_TYPES[qtype], frames)
         if key not in prompts:
@@ -253,6 +287,13 @@ def main(argv=None) -> int:
             h = out.hidden_states[args.aux_layer][input_ids == video_id].reshape(-1, aux_head.in_features)
             aux = torch.nn.functional.cross_entropy(aux_head(h), labels.reshape(-1), weight=aux_class_weight)
             loss = loss + args.aux_weight * aux
+        if args.step_weight > 0:
+            h = out.hidden_states[args.step_layer][input_ids == video_id].reshape(-1, width)
+            loss = loss + args.step_weight * torch.nn.functional.cross_entropy(
+                step_head(h), step_labels(labels, tokens_per_step).reshape(-1))
+        if args.count_weight > 0:  # the hidden state (after the final norm) that predicts the letter
+            h = out.hidden_states[-1][:, -2]
+            loss = loss + args.count_weight * torch.nn.functional.cross_entropy(count_head(h), events.clamp(1, 4) - 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -262,9 +303,11 @@ def main(argv=None) -> int:
         log.append({"step": step, "type": QUESTION_TYPES[qtype], "frames": frames, "loss": float(loss), "letter_loss": letter_loss,
                     "letter_acc": acc})
         bar.update(1)
+        recent_acc[QUESTION_TYPES[qtype]] = (recent_acc[QUESTION_TYPES[qtype]] + [acc])[-20:]
         if step % 20 == 0:
             recent = log[-80:]
-            bar.set_postfix_str(f"letter loss {np.mean([r['letter_loss'] for r in recent]):.3f} acc {np.mean([r['letter_acc'] for r in recent]):.2f}")
+            per_type = " ".join(f"{t} {np.mean(v):.2f}" for t, v in recent_acc.items() if v)
+            bar.set_postfix_str(f"letter loss {np.mean([r['letter_loss'] for r in recent]):.3f} acc {per_type}")
     bar.close()
     train_seconds = time.perf_counter() - start
     model.eval()
