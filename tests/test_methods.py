@@ -61,6 +61,22 @@ def test_no_compression_when_everything_fits(arch, adapters, sampled, name):
     assert out.kv_tokens_per_layer == ref.kv_tokens_per_layer
 
 
+@pytest.mark.parametrize("block", [1, 3, 64])
+def test_blocked_feature_statistics_equal_whole_video_ones(block):
+    """step_features and token_distances, computed a block of steps at a time (bounded memory
+    on long videos), equal the whole-video computation; bf16 features give fp32 results."""
+    g = torch.Generator().manual_seed(5)
+    S, P = 10, 4
+    feats = torch.randn(S * P + 1, 16, generator=g).to(torch.bfloat16)  # a trailing non-grid token
+    off = [s * P for s in range(S)] + [S * P + 1]
+    plan = VideoPlan(num_layers=1, chunks=[], keep_ratio=1.0, max_context=0, num_video_tokens=S * P + 1,
+                     num_text_tokens=0, tokens_per_step=P, step_token_offsets=off, features=feats)
+    idx = plan.grid_index()
+    assert torch.equal(plan.step_features(block), feats[idx].float().mean(1))
+    assert torch.equal(plan.token_distances(block), token_distances(feats[idx]))
+    assert plan.step_features(block).dtype == torch.float32
+
+
 # -- temporal allocation ---------------------------------------------------------------------
 
 def plan_from_step_features(step_feats, steps_per_chunk, r, per_step=2):

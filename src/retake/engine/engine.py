@@ -39,6 +39,9 @@ class EngineConfig:
     max_guide_tokens: int | None = None
     vision_batch_steps: int = 16
     reforge_positions: bool = False  # compress kept tokens' temporal ids per layer (engine.positions)
+    # keep the video's input embeddings [N_v, hidden] in (pinned) CPU memory and send each
+    # chunk's to the accelerator: accelerator memory then stops growing with the frames
+    offload_features: bool = False
 
     def __post_init__(self):
         if self.chunk_frames < 1:
@@ -140,7 +143,8 @@ class Engine:
         batches of ``vision_batch_steps`` grid steps, and the seconds it took. ``run(...,
         features=...)`` takes it back, so that questions on the same video encode it once."""
         t = time.perf_counter()
-        features = self.adapter.encode_video(video, batch_steps=self.config.vision_batch_steps)
+        kw = {"out_device": "cpu"} if self.config.offload_features else {}
+        features = self.adapter.encode_video(video, batch_steps=self.config.vision_batch_steps, **kw)
         self._sync()
         return features, time.perf_counter() - t
 
@@ -203,7 +207,7 @@ class Engine:
             n = int(x.shape[0])
             if n == 0:
                 continue
-            x = x.unsqueeze(0)
+            x = x.to(ad.device, non_blocking=True).unsqueeze(0)  # (offload_features: from the CPU)
             p_video, p_guide = p, None
             if use_guide:
                 p_guide = guide_pos + (int(p.max()) + 1 - int(guide_pos[0, 0]))

@@ -86,10 +86,25 @@ class VideoPlan:
             return torch.tensor(off[:-1])[:, None] + torch.arange(self.tokens_per_step)
         return self.visual_mask.nonzero().squeeze(1).reshape(len(off) - 1, self.tokens_per_step)
 
-    def step_features(self) -> torch.Tensor:
-        """Mean grid token of every step, ``[num_steps, hidden]``: interleaved text (Qwen3-VL's
-        timestamps) and LLaVA's trailing newline token are not frame content and are left out."""
-        return self.features[self.grid_index().to(self.features.device)].float().mean(1)
+    def step_features(self, block: int = 64) -> torch.Tensor:
+        """Mean grid token of every step, ``[num_steps, hidden]`` fp32: interleaved text
+        (Qwen3-VL's timestamps) and LLaVA's trailing newline token are not frame content and
+        are left out. Computed ``block`` steps at a time (no fp32 copy of the whole video)."""
+        idx = self.grid_index().to(self.features.device)
+        out = torch.empty(idx.shape[0], self.features.shape[-1], dtype=torch.float32, device=self.features.device)
+        for a in range(0, idx.shape[0], block):
+            out[a : a + block] = self.features[idx[a : a + block]].float().mean(1)
+        return out
+
+    def token_distances(self, block: int = 64) -> torch.Tensor:
+        """``d [num_steps, tokens_per_step]`` on CPU: ``1 - cos`` of each grid token with the
+        same grid position one step earlier (``d[0] = 1``), ``block`` steps at a time."""
+        idx = self.grid_index().to(self.features.device)
+        d = torch.ones(idx.shape, dtype=torch.float32)
+        for a in range(1, idx.shape[0], block):
+            x = self.features[idx[a - 1 : a + block]].float()
+            d[a : a + block] = (1 - torch.nn.functional.cosine_similarity(x[1:], x[:-1], dim=-1)).cpu()
+        return d
 
 
 @dataclass

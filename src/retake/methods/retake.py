@@ -77,7 +77,7 @@ class ReTaKe(Method):
         super().begin(plan)
         idx = plan.grid_index()  # [T, P] span offsets of each step's grid tokens
         flat = idx.reshape(-1)
-        d = token_distances(plan.features[flat.to(plan.features.device)].reshape(*idx.shape, -1))
+        d = plan.token_distances()  # = token_distances(features[idx]), a block of steps at a time
         self.pivot = peaks(d)  # [T, P]
         pivot = torch.zeros(plan.num_video_tokens, dtype=torch.bool)
         pivot[flat] = self.pivot.reshape(-1).cpu()

@@ -18,6 +18,14 @@ from dataclasses import dataclass
 import torch
 
 
+def feature_buffer(rows: int, width: int, device, dtype) -> torch.Tensor:
+    """An empty ``[rows, width]`` tensor for a video's features on ``device``; in pinned
+    memory when that is the CPU and CUDA is there (chunks then reach the GPU faster)."""
+    device = torch.device(device)
+    pin = device.type == "cpu" and torch.cuda.is_available()
+    return torch.empty(rows, width, device=device, dtype=dtype, pin_memory=pin)
+
+
 @dataclass
 class VideoInputs:
     """A video made ready for one model.
@@ -119,11 +127,13 @@ class VideoLMAdapter(ABC):
         """Chat-template prompt with the video expanded to its tokens, and position ids."""
 
     @abstractmethod
-    def encode_video(self, video: VideoInputs, batch_steps: int = 16) -> torch.Tensor | VideoFeatures:
+    def encode_video(self, video: VideoInputs, batch_steps: int = 16,
+                     out_device: torch.device | str | None = None) -> torch.Tensor | VideoFeatures:
         """Input embeddings of the video span ``[N_v, hidden]`` in LLM space (visual features;
         interleaved text tokens' embeddings in place), encoded ``batch_steps`` grid steps at a
         time so that vision activations stay bounded; a :class:`VideoFeatures` when the
-        language model needs per-token extras too."""
+        language model needs per-token extras too. ``out_device``: where the result is
+        assembled (default the model's device; ``"cpu"`` keeps it off the accelerator)."""
 
     # -- language model -----------------------------------------------------------------
     @property

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..video import resize_frames
-from .base import Prompt, TransformersVideoLM, VideoInputs, load_chat_template
+from .base import Prompt, TransformersVideoLM, VideoInputs, feature_buffer, load_chat_template
 from .qwen2_vl import NO_MASK
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
@@ -171,21 +171,25 @@ class LlavaOnevisionAdapter(TransformersVideoLM):
         return Prompt(input_ids=input_ids, position_ids=position_ids, video_start=p, video_end=p + video.num_tokens)
 
     @torch.no_grad()
-    def encode_video(self, video, batch_steps=16) -> torch.Tensor:
+    def encode_video(self, video, batch_steps=16, out_device=None) -> torch.Tensor:
         """``[T * tokens_per_frame + 1, hidden]``: ``get_video_features`` on ``batch_steps``
         frames at a time; each call appends the newline, which is kept after the last frame only."""
         tower = self.model.model.vision_tower
-        out, newline = [], None
+        out, at = None, 0  # filled batch by batch: no second copy of the whole video's features
         for a in range(0, video.num_frames, batch_steps):
             pv = video.pixel_values[a : a + batch_steps].to(tower.device, tower.dtype)
             feats = self.model.model.get_video_features(pv[None]).pooler_output[0]  # [f * P + 1, hidden]
-            out.append(feats[:-1].to(self.device, self.dtype))
-            newline = feats[-1:].to(self.device, self.dtype)
-        out.append(newline)
-        features = torch.cat(out, dim=0)
-        if features.shape[0] != video.num_tokens:
-            raise RuntimeError(f"vision features: {features.shape[0]} tokens, the prompt expects {video.num_tokens}")
-        return features
+            if out is None:
+                out = feature_buffer(video.num_tokens, feats.shape[-1], out_device or self.device, self.dtype)
+            n = feats.shape[0] - 1
+            if at + n + 1 > video.num_tokens:
+                raise RuntimeError(f"vision features: more than the {video.num_tokens} tokens the prompt expects")
+            out[at : at + n] = feats[:-1]
+            at += n
+            out[at] = feats[-1]  # the newline: kept after the last frame only (overwritten until then)
+        if at + 1 != video.num_tokens:
+            raise RuntimeError(f"vision features: {at + 1} tokens, the prompt expects {video.num_tokens}")
+        return out
 
     # -- language model (shared members: TransformersVideoLM) ------------------------------
     def forward_embeds(self, embeds, position_ids, cache, **attn_kwargs):

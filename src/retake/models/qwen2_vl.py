@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Prompt, TransformersVideoLM, VideoInputs, load_chat_template
+from .base import Prompt, TransformersVideoLM, VideoInputs, feature_buffer, load_chat_template
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -170,18 +170,21 @@ class QwenVLAdapter(TransformersVideoLM):
         return Prompt(input_ids=input_ids, position_ids=pos, video_start=p, video_end=p + video.num_tokens)
 
     @torch.no_grad()
-    def encode_video(self, video, batch_steps=16) -> torch.Tensor:
+    def encode_video(self, video, batch_steps=16, out_device=None) -> torch.Tensor:
         gt, gh, gw = video.grid_thw
         rows = gh * gw
         visual = self.model.model.visual
-        out = []
+        P = video.tokens_per_step
+        out = None  # filled batch by batch: no second copy of the whole video's features
         for a in range(0, gt, batch_steps):
             b = min(gt, a + batch_steps)
             pv = video.pixel_values[a * rows : b * rows].to(visual.device, visual.dtype)
             grid = torch.tensor([[b - a, gh, gw]], device=visual.device)
-            feats = self.model.model.get_video_features(pv, grid).pooler_output
-            out.append(torch.cat(feats, dim=0).to(self.device, self.dtype))
-        return torch.cat(out, dim=0)
+            feats = torch.cat(self.model.model.get_video_features(pv, grid).pooler_output, dim=0)
+            if out is None:
+                out = feature_buffer(gt * P, feats.shape[-1], out_device or self.device, self.dtype)
+            out[a * P : b * P] = feats
+        return out
 
     # -- language model (shared members: TransformersVideoLM) ------------------------------
     def forward_embeds(self, embeds, position_ids, cache, **attn_kwargs):

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from ..video import resize_frames, target_size
-from .base import Prompt, VideoFeatures, VideoInputs, load_chat_template
+from .base import Prompt, VideoFeatures, VideoInputs, feature_buffer, load_chat_template
 from .qwen2_vl import QwenVisionPreprocessing, QwenVLAdapter, patchify
 
 QWEN3_MEAN = (0.5, 0.5, 0.5)
@@ -183,15 +183,17 @@ class Qwen3VLAdapter(QwenVLAdapter):
         return Prompt(input_ids=input_ids, position_ids=pos, video_start=a, video_end=a + video.num_tokens)
 
     @torch.no_grad()
-    def encode_video(self, video, batch_steps=16) -> VideoFeatures:
+    def encode_video(self, video, batch_steps=16, out_device=None) -> VideoFeatures:
         """Span embeddings ``[N_v, hidden]`` and extras ``visual`` (bool ``[N_v]``) and
         ``deepstack`` (``[N_v, n_deepstack, hidden]``, zero at text tokens)."""
         gt, gh, gw = video.grid_thw
         rows, P = gh * gw, video.tokens_per_step
         visual = self.model.model.visual
         embeds = self.embed(video.span_ids)[0]
+        if out_device is not None:
+            embeds = feature_buffer(*embeds.shape, out_device, embeds.dtype).copy_(embeds)
         vis_idx = video.visual_mask.nonzero().squeeze(1)
-        ds_device = self.deepstack_device or self.device
+        ds_device = out_device or self.deepstack_device or self.device
         deep = torch.zeros(embeds.shape[0], len(visual.deepstack_visual_indexes), embeds.shape[1],
                            device=ds_device, dtype=self.dtype)
         for a in range(0, gt, batch_steps):
