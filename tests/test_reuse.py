@@ -152,7 +152,32 @@ def test_prefetcher_gives_what_preparing_gives(adapters, tmp_path):
             assert res == {**res, **stable(answer_question(ad, p, "q", get_method("none"), SAMPLING, ENGINE))}
         # a path that was not scheduled is prepared on the spot
         assert pf.take(paths[1]).key == video_key(ad, paths[1], SAMPLING, 16)
+        # consecutive repeats: one decode, unless every question decodes its own (no reuse)
+        pf.schedule([paths[0], paths[0], paths[1]])
+        assert [p for p, _ in pf._pending] == [paths[0], paths[1]]
+        pf.take(paths[0]), pf.take(paths[1])
+        pf.schedule([paths[0], paths[0], paths[1]], repeats=True)
+        assert [p for p, _ in pf._pending] == [paths[0], paths[0]]
+        first, second = pf.take(paths[0]), pf.take(paths[0])
+        assert first is not second and first.key == second.key and [p for p, _ in pf._pending] == [paths[1]]
     finally:
         pf.close()
     with pytest.raises(ValueError, match="depth"):
         Prefetcher(ad, SAMPLING, depth=0)
+
+
+@pytest.mark.parametrize("method", ["none", "adaretake", "retake"])
+def test_offloaded_features_give_the_same_answers(adapters, sampled, arch, method):
+    """engine.offload_features assembles the video's embeddings in CPU memory (every adapter's
+    out_device path) and sends each chunk to the model: the same logits."""
+    ad = adapters[arch]
+    inputs, prompt = make_inputs(ad, sampled)
+    cfg = EngineConfig(chunk_frames=4, max_context=prompt.num_text_tokens + 30, max_new_tokens=3)
+    ref = Engine(ad, cfg).run(inputs, prompt, get_method(method))
+    off = Engine(ad, EngineConfig(**{**vars(cfg), "offload_features": True}))
+    feats, _ = off.encode(inputs)
+    emb = feats.embeds if hasattr(feats, "embeds") else feats
+    assert emb.device.type == "cpu"
+    got = off.run(inputs, prompt, get_method(method))
+    assert torch.equal(ref.first_logits, got.first_logits) and ref.tokens == got.tokens
+    assert ref.kv_tokens_per_layer == got.kv_tokens_per_layer

@@ -126,10 +126,11 @@ class VideoReuse:
 class Prefetcher:
     """Prepares upcoming videos in one background thread, at most ``depth`` ahead.
 
-    ``schedule(paths)`` gives the order videos will be asked for; ``take(path)`` returns the
-    prepared video (waiting for it if it is still being decoded) and starts the next one.
-    A video that fails to decode is raised by ``take``, for that sample only; a path not
-    scheduled is prepared on the spot."""
+    ``schedule(paths)`` gives the order videos will be asked for (with ``repeats=False``
+    consecutive repeats of a path count once: the caller reuses the first); ``take(path)``
+    returns the prepared video (waiting for it if it is still being decoded) and starts the
+    next one. A video that fails to decode is raised by ``take``, for that sample only; a path
+    not scheduled is prepared on the spot."""
 
     def __init__(self, adapter: VideoLMAdapter, sampling: SamplingConfig, depth: int = 1):
         if depth < 1:
@@ -138,15 +139,15 @@ class Prefetcher:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retake-prefetch")
         self._order: list[str] = []
         self._next = 0
-        self._pending: OrderedDict[str, Future] = OrderedDict()
+        self._pending: list[tuple[str, Future]] = []
         self._lock = threading.Lock()
         self.waited_seconds = 0.0  # time take() spent waiting on an unfinished video
 
-    def schedule(self, paths: list[str]) -> None:
+    def schedule(self, paths: list[str], repeats: bool = False) -> None:
         with self._lock:
             self._order = []
-            for p in paths:  # consecutive repeats are one video (the same question batch)
-                if not self._order or self._order[-1] != p:
+            for p in paths:
+                if repeats or not self._order or self._order[-1] != p:
                     self._order.append(p)
             self._next = 0
         self._fill()
@@ -156,12 +157,12 @@ class Prefetcher:
             while len(self._pending) < self.depth and self._next < len(self._order):
                 path = self._order[self._next]
                 self._next += 1
-                if path not in self._pending:
-                    self._pending[path] = self._pool.submit(prepare_video, self.adapter, path, self.sampling)
+                self._pending.append((path, self._pool.submit(prepare_video, self.adapter, path, self.sampling)))
 
     def take(self, path: str) -> PreparedVideo:
         with self._lock:
-            future = self._pending.pop(path, None)
+            k = next((k for k, (p, _) in enumerate(self._pending) if p == path), None)
+            future = self._pending.pop(k)[1] if k is not None else None
         try:
             if future is None:
                 return prepare_video(self.adapter, path, self.sampling)
@@ -177,7 +178,7 @@ class Prefetcher:
 
     def close(self) -> None:
         with self._lock:
-            for f in self._pending.values():
+            for _, f in self._pending:
                 f.cancel()
             self._pending.clear()
         self._pool.shutdown(wait=True)

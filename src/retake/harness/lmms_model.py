@@ -109,6 +109,7 @@ MODEL_ARGS: dict[str, tuple[Callable, Any]] = {
     "predictions": (_opt(str), None),
     "reuse_videos": (_int, 1),  # videos whose inputs + vision features are kept for their next questions
     "prefetch": (_int, 1),  # videos decoded ahead in a background thread
+    "offload_features": (_bool, False),  # the video's input embeddings in CPU memory (EngineConfig)
 }
 # passed by lmms-eval itself (create_from_arg_string's additional config); accepted, unused
 LMMS_EVAL_ARGS = ("batch_size", "max_batch_size")
@@ -272,7 +273,8 @@ class RetakeLMM(lmms):
                                        max_long_side=args["max_long_side"], backend=args["backend"])
         self.engine = EngineConfig(max_context=args["max_context"], chunk_frames=args["chunk_frames"],
                                    max_new_tokens=args["max_new_tokens"], max_guide_tokens=args["max_guide_tokens"],
-                                   reforge_positions=args["reforge_positions"])
+                                   reforge_positions=args["reforge_positions"],
+                                   offload_features=args["offload_features"])
         self.adapter = load_adapter(args["pretrained"], dtype=args["dtype"], device=str(self._device),
                                     device_map=args["device_map"],
                                     attn_implementation=args["attn_implementation"],
@@ -302,7 +304,8 @@ class RetakeLMM(lmms):
         prefetch = None
         if self.args["prefetch"] > 0:
             prefetch = Prefetcher(self.adapter, self.sampling, self.args["prefetch"])
-            prefetch.schedule([videos[i] for i in order if videos[i] is not None])
+            # without reuse every question decodes its video, so every question is scheduled
+            prefetch.schedule([videos[i] for i in order if videos[i] is not None], repeats=self.reuse is None)
         answers: list[str | None] = [None] * len(requests)
         bar = tqdm(total=len(requests), desc=f"retake rank {self.rank}", disable=self.rank != 0, file=sys.stderr, leave=False,
                    dynamic_ncols=True)

@@ -228,6 +228,7 @@ def model_args(cfg: DictConfig, max_guide_tokens: int | None, predictions: str) 
         "max_frames": cfg.sampling.max_frames, "max_long_side": cfg.sampling.max_long_side,
         "backend": cfg.sampling.backend, "predictions": predictions,
         "reuse_videos": cfg.run.get("reuse_videos", 1), "prefetch": cfg.run.get("prefetch", 1),
+        "offload_features": cfg.run.get("offload_features", False),
     }
 
 
