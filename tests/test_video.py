@@ -220,12 +220,36 @@ def test_pyav_skipping_unsampled_pictures_gives_the_same_frames(tmp_path, fps):
     for p in paths:
         size, skippable = _non_reference_packets(p)
         assert size == 4 and skippable > 0, p  # the fast path applies and has something to skip
+        if fps == 2.0:  # sparse sampling: whole tails of IDR segments are skipped too
+            from retake.video import _packet_plan, packets_to_skip, sample_indices
+
+            plan = _packet_plan(p, size)
+            order = sorted(q for q, _, _ in plan)
+            n = len(load_video(p, fps=fps, backend="pyav").frame_indices)
+            skip = packets_to_skip(plan, {order[i] for i in sample_indices(len(plan), n)})
+            assert any(s and not non_ref for s, (_, _, non_ref) in zip(skip, plan)), p
         fast, idx, total, vfps = _read_pyav(p, fps, 2048, 0, skip_unused=True)
         full, idx2, total2, _ = _read_pyav(p, fps, 2048, 0, skip_unused=False)
         assert idx == idx2 and total == total2 and len(idx) >= 2
         assert np.array_equal(fast, full), p
     # and it agrees with decord's indices on the same file
     assert load_video(paths[0], fps=fps, backend="pyav").frame_indices == load_video(paths[0], fps=fps).frame_indices
+
+
+def test_packets_to_skip_keeps_every_reference_a_sampled_frame_needs():
+    from retake.video import packets_to_skip
+
+    # decode order: (pts, IDR, non-reference). Segment 1 = packets 0-4, segment 2 = 5-8.
+    plan = [(0, True, False), (3, False, False), (1, False, True), (2, False, True), (6, False, False),
+            (4, True, False), (7, False, False), (5, False, True), (8, False, False)]
+    # frame 1 (a B picture) is sampled: the IDR and the P at pts 3 it refers to are decoded, the
+    # other B and the P after it are not; segment 2 has nothing sampled: all of it goes
+    assert packets_to_skip(plan, {1}) == [False, False, False, True, True, True, True, True, True]
+    # pts 7 in segment 2: its IDR (pts 4) is needed, segment 1 is not
+    assert packets_to_skip(plan, {7}) == [True] * 5 + [False, False, True, True]
+    # a sampled non-reference picture is decoded; an unsampled one never is
+    assert packets_to_skip(plan, {5, 8}) == [True] * 5 + [False, False, False, False]
+    assert packets_to_skip(plan, set()) == [True] * 9
 
 
 def test_non_reference_test_reads_nal_headers():

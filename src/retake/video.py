@@ -186,13 +186,27 @@ def _open_pyav(path: str, num_threads: int):
     return container, stream
 
 
-def _display_pts(path: str) -> list[int] | None:
-    """The presentation timestamps of every video packet in display order (a demux pass, no
-    decoding); None when some packet has none or two share one (then frames cannot be told
-    apart by pts and everything is decoded)."""
+def _nal_headers(data, length_size: int):
+    """The first byte of every NAL unit of a length-prefixed access unit; None if malformed."""
+    view = memoryview(data)
+    i, n, out = 0, len(view), []
+    while i + length_size <= n:
+        size = int.from_bytes(view[i : i + length_size], "big")
+        i += length_size
+        if size < 1 or i + size > n:
+            return None
+        out.append(view[i])
+        i += size
+    return out if i == n else None
+
+
+def _packet_plan(path: str, length_size: int):
+    """One demux pass (no decoding): for every video packet in decode order, ``(pts, is_idr,
+    non_reference)``. None when some packet has no pts or two share one (then frames cannot
+    be told apart by pts and everything is decoded)."""
     import av
 
-    pts = []
+    plan = []
     try:
         with av.open(path) as container:
             for packet in container.demux(container.streams.video[0]):
@@ -200,37 +214,61 @@ def _display_pts(path: str) -> list[int] | None:
                     continue
                 if packet.pts is None:
                     return None
-                pts.append(int(packet.pts))
+                heads = _nal_headers(packet, length_size)
+                idr = heads is not None and any(h & 0x1F == 5 for h in heads)
+                plan.append((int(packet.pts), idr, h264_is_non_reference(packet, length_size)))
     except Exception:  # noqa: BLE001 - the decoding pass reports the error
         return None
-    pts.sort()
-    return pts if len(set(pts)) == len(pts) else None
+    if len({p for p, _, _ in plan}) != len(plan):
+        return None
+    return plan
+
+
+def packets_to_skip(plan, wanted_pts: set) -> list[bool]:
+    """Which packets (decode order) no sampled frame needs: an unsampled non-reference picture,
+    or any unsampled picture after the last sampled one before the next IDR picture (an IDR
+    starts afresh: nothing after it refers to anything before it, H.264 §3.69)."""
+    skip = [False] * len(plan)
+    later_wanted = False  # a sampled picture follows in this IDR segment
+    for j in range(len(plan) - 1, -1, -1):
+        pts, idr, non_ref = plan[j]
+        wanted = pts in wanted_pts
+        skip[j] = not wanted and (non_ref or not later_wanted)
+        later_wanted = (later_wanted or wanted) and not idr
+    return skip
 
 
 def _decode_selected(container, stream, path: str, idx: list[int], total: int, skip_unused: bool):
     """The frames at display indices ``idx`` (rgb24 arrays, in ``idx`` order).
 
-    With ``skip_unused`` (H.264 in mp4/mkv), packets of non-reference pictures that are not
-    sampled are not decoded at all: with B-frames about half of a video's pictures, which no
-    other picture depends on. Frames are matched to indices by their pts. Without it (another
+    With ``skip_unused`` (H.264 in mp4/mkv), packets no sampled frame needs are not decoded
+    at all (:func:`packets_to_skip`): unsampled non-reference pictures (with B-frames about
+    half of a video's), and the unsampled pictures between the last sampled one of an IDR
+    segment and the next IDR. Frames are matched to indices by their pts. Without it (another
     codec, or pts that do not number the frames), every frame is decoded and counted."""
     wanted: dict[int, list[int]] = {}
     for pos, i in enumerate(idx):
         wanted.setdefault(i, []).append(pos)
     out: list[np.ndarray | None] = [None] * len(idx)
     length_size = _h264_length_size(stream) if skip_unused else None
-    order = _display_pts(path) if length_size is not None else None
-    if order is not None and len(order) != total:
-        order = None
+    plan = _packet_plan(path, length_size) if length_size is not None else None
+    if plan is not None and len(plan) != total:
+        plan = None
     decoded = 0
     try:
-        if order is not None:
+        if plan is not None:
+            order = sorted(p for p, _, _ in plan)  # display order
             index_of = {p: i for i, p in enumerate(order)}
-            keep_pts = {order[i] for i in wanted}
+            skip = packets_to_skip(plan, {order[i] for i in wanted})
             left = len(wanted)
+            j = 0
             for packet in container.demux(stream):
-                if packet.size and packet.pts not in keep_pts and h264_is_non_reference(packet, length_size):
-                    continue
+                if packet.size:
+                    # the same demuxer gives the same packets in the same order as the plan's pass
+                    if j < len(plan) and skip[j] and packet.pts == plan[j][0]:
+                        j += 1
+                        continue
+                    j += 1
                 for frame in packet.decode():
                     decoded += 1
                     i = index_of.get(frame.pts)
