@@ -152,7 +152,9 @@ def evaluate(path: str, data_root: str, method: str = "none", keep_ratio: float 
     from retake.pipeline import SamplingConfig, answer_question
     adapter = load_adapter(path, dtype="float32", device="cpu")
     samples = get_dataset("needle").load(data_root)[:limit]
-    sampling = SamplingConfig(fps=2.0, max_frames=512, max_long_side=448)
+    # decord: the reader the committed checkpoint's figures (train_log.json, reference_answers.json)
+    # were measured with, before PyAV became the harness default
+    sampling = SamplingConfig(fps=2.0, max_frames=512, max_long_side=448, backend="decord")
     context = 10**6
     if keep_ratio is not None:
         context = max_context_for(adapter, samples[0], keep_ratio, sampling.fps, sampling.max_frames)

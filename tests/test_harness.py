@@ -342,7 +342,7 @@ def test_same_name_other_settings_fails(runs):
 def test_cell_names_come_from_the_config_only(tmp_path):
     base = cell("m", "videomme", "/d", tmp_path)
     base["engine"].update(max_context=16384, chunk_frames=32, max_new_tokens=16)
-    base["sampling"].update(max_frames=1024, max_long_side=448)
+    base["sampling"].update(max_frames=1024, max_long_side=448, backend="pyav")
     name = lambda c: cell_name(resolve_config(c))
     assert name(base) == "tiny_qwen2_vl__adaretake__videomme__16384__1024"
     same = json.loads(json.dumps(base))
@@ -359,11 +359,12 @@ def test_cell_names_come_from_the_config_only(tmp_path):
         names.add(name(c))
     assert len(names) == 4
     for section, key, value in (("engine", "reforge_positions", True), ("engine", "chunk_frames", 16),
-                                ("sampling", "fps", 1.0), ("engine", "max_guide_tokens", 64), ("run", "limit", 20)):
+                                ("sampling", "fps", 1.0), ("engine", "max_guide_tokens", 64), ("run", "limit", 20),
+                                ("sampling", "backend", "decord")):
         c = json.loads(json.dumps(base))
         c[section][key] = value
         names.add(name(c))
-    assert len(names) == 9
+    assert len(names) == 10
     assert any(n.endswith("__reforge") for n in names) and any(n.endswith("__limit20") for n in names)
 
 

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--fps", type=float, default=2.0)
     a.add_argument("--max-frames", type=int, default=2048)
     a.add_argument("--max-long-side", type=int, default=448)
-    a.add_argument("--backend", choices=("decord", "pyav"), default="decord")
+    a.add_argument("--backend", choices=("decord", "pyav"), default="pyav")
     a.add_argument("--max-context", type=int, default=16384)
     a.add_argument("--chunk-frames", type=int, default=32)
     a.add_argument("--max-guide-tokens", type=int, default=None)

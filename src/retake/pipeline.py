@@ -37,7 +37,7 @@ class SamplingConfig:
     fps: float = 2.0
     max_frames: int = 2048
     max_long_side: int = 448
-    backend: str = "decord"
+    backend: str = "pyav"  # measured faster than decord (docs/performance.md)
 
 
 @dataclass

@@ -318,7 +318,7 @@ def load_video(
     max_frames: int = 2048,
     max_long_side: int = 448,
     size_factor: int = 28,
-    backend: str = "decord",
+    backend: str = "pyav",
     num_threads: int = 0,
 ) -> SampledVideo:
     """Decode ``path``, sample frames by the rule above and resize them.

@@ -105,7 +105,7 @@ MODEL_ARGS: dict[str, tuple[Callable, Any]] = {
     "fps": (float, 2.0),
     "max_frames": (_int, 2048),
     "max_long_side": (_int, 448),
-    "backend": (str, "decord"),
+    "backend": (str, "pyav"),
     "predictions": (_opt(str), None),
     "reuse_videos": (_int, 1),  # videos whose inputs + vision features are kept for their next questions
     "prefetch": (_int, 1),  # videos decoded ahead in a background thread

@@ -49,14 +49,14 @@ DEFAULTS = {
     "model": {"dtype": "auto", "attn_implementation": "sdpa", "rope_scaling_factor": None, "device": None,
               "device_map": None},
     "method": {"params": {}},
-    "sampling": {"fps": 2.0, "max_frames": 2048, "max_long_side": 448, "backend": "decord"},
+    "sampling": {"fps": 2.0, "max_frames": 2048, "max_long_side": 448, "backend": "pyav"},
     "engine": {"max_context": 16384, "chunk_frames": 32, "max_new_tokens": 16, "max_guide_tokens": None,
                "reforge_positions": False},
     "run": {"results_root": "results/runs", "limit": None, "overwrite": False},
 }
 # settings outside the name's explicit fields; a value other than these adds the __s<hash> part
 SETTING_DEFAULTS = {
-    "sampling.fps": 2.0, "sampling.max_long_side": 448, "sampling.backend": "decord",
+    "sampling.fps": 2.0, "sampling.max_long_side": 448, "sampling.backend": "pyav",
     "engine.chunk_frames": 32, "engine.max_new_tokens": 16, "engine.max_guide_tokens": None,
 }
 PREDICTIONS = "predictions"
