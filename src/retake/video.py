@@ -151,22 +151,8 @@ def h264_is_non_reference(data, length_size: int) -> bool:
     """True iff ``data`` (one length-prefixed H.264 access unit) holds slices and every slice
     NAL unit has ``nal_ref_idc == 0``: a picture no other picture predicts from (H.264 §7.4.1),
     so leaving it undecoded changes no other frame. Anything unparsable answers False."""
-    view = memoryview(data)
-    i, n, slices = 0, len(view), 0
-    while i + length_size <= n:
-        size = int.from_bytes(view[i : i + length_size], "big")
-        i += length_size
-        if size < 1 or i + size > n:
-            return False
-        header = view[i]
-        if header & 0x1F in (1, 5):  # coded slice (non-IDR / IDR)
-            if header >> 5 & 3:
-                return False
-            slices += 1
-        elif header & 0x1F in (2, 3, 4):  # data partitions: keep it simple and decode
-            return False
-        i += size
-    return slices > 0 and i == n
+    heads = _nal_headers(data, length_size)
+    return heads is not None and _picture_kind(heads)[1]
 
 
 def _open_pyav(path: str, num_threads: int):
@@ -200,6 +186,16 @@ def _nal_headers(data, length_size: int):
     return out if i == n else None
 
 
+def _picture_kind(heads: list[int]) -> tuple[bool, bool]:
+    """``(IDR, non-reference)`` of an access unit from its NAL header bytes: non-reference
+    when it has slices (types 1 / 5) and all have ``nal_ref_idc`` 0; data partitions (types
+    2-4) count as referenced (decoded, to keep it simple)."""
+    slices = [h for h in heads if h & 0x1F in (1, 5)]
+    partitioned = any(h & 0x1F in (2, 3, 4) for h in heads)
+    non_ref = bool(slices) and not partitioned and all(h >> 5 & 3 == 0 for h in slices)
+    return any(h & 0x1F == 5 for h in slices), non_ref
+
+
 def _packet_plan(path: str, length_size: int):
     """One demux pass (no decoding): for every video packet in decode order, ``(pts, is_idr,
     non_reference)``. None when some packet has no pts or two share one (then frames cannot
@@ -215,8 +211,7 @@ def _packet_plan(path: str, length_size: int):
                 if packet.pts is None:
                     return None
                 heads = _nal_headers(packet, length_size)
-                idr = heads is not None and any(h & 0x1F == 5 for h in heads)
-                plan.append((int(packet.pts), idr, h264_is_non_reference(packet, length_size)))
+                plan.append((int(packet.pts), *(_picture_kind(heads) if heads is not None else (False, False))))
     except Exception:  # noqa: BLE001 - the decoding pass reports the error
         return None
     if len({p for p, _, _ in plan}) != len(plan):
@@ -264,11 +259,9 @@ def _decode_selected(container, stream, path: str, idx: list[int], total: int, s
             j = 0
             for packet in container.demux(stream):
                 if packet.size:
-                    # the same demuxer gives the same packets in the same order as the plan's pass
-                    if j < len(plan) and skip[j] and packet.pts == plan[j][0]:
-                        j += 1
+                    j += 1  # the same demuxer gives the plan's packets in the plan's order
+                    if j <= len(plan) and skip[j - 1] and packet.pts == plan[j - 1][0]:
                         continue
-                    j += 1
                 for frame in packet.decode():
                     decoded += 1
                     i = index_of.get(frame.pts)
