@@ -3,6 +3,8 @@ way a real checkpoint is, and small videos written with PyAV."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -13,6 +15,16 @@ from retake.tiny import TINY_ARCHS, write_tiny_model
 from retake.video import load_video, write_test_video
 
 torch.set_num_threads(1)  # two xdist workers share two cores
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` imported as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

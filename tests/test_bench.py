@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+from conftest import load_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -50,12 +52,7 @@ def test_bench_suites_at_toy_sizes(tmp_path):
 
 
 def bench_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench", os.path.join(ROOT, "scripts", "bench.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench")
 
 
 def test_gpu_suite_builds_the_real_7b_architecture():

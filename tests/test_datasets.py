@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
 from retake.harness import datasets as D
 from retake.harness.samples import format_prompt
 from retake.harness.scoring import score_mlvu_test
@@ -311,10 +311,7 @@ def test_mlvu_test_counts_and_submission(tmp_path):
 
 
 def run_script(name, *args):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main([str(a) for a in args])
+    return load_script(name).main([str(a) for a in args])
 
 
 def same_questions(a, b):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 import pytest
 import torch
 
-from conftest import make_inputs
+from conftest import load_script, make_inputs
 from retake.engine import Engine, EngineConfig
 from retake.methods import get_method
 from retake.models import load_adapter
@@ -17,7 +16,6 @@ from retake.models.llava_onevision import pooled_tokens_per_frame
 from test_engine import plain_model, reference_greedy, reference_logits, rel_err
 
 ARCH = "llava_onevision"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -145,10 +143,7 @@ def to_original(key: str) -> str:
 
 
 def load_converter():
-    spec = importlib.util.spec_from_file_location("convert_llava_video_weights", os.path.join(ROOT, "scripts", "convert_llava_video_weights.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("convert_llava_video_weights")
 
 
 def write_original_checkpoint(path, hf_config, tokenizer, seed=0) -> dict[str, torch.Tensor]:

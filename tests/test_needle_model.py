@@ -5,12 +5,12 @@ docs/synthetic.md stay true of the checkpoint in the tree."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 import pytest
 
+from conftest import load_script
 from retake.synthetic import write_benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,10 +20,7 @@ pytestmark = pytest.mark.xdist_group("needle_model")
 
 
 def trainer():
-    spec = importlib.util.spec_from_file_location("train_synthetic", os.path.join(ROOT, "scripts", "train_synthetic.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("train_synthetic")
 
 
 def test_checkpoint_is_small_and_documented():

@@ -16,7 +16,6 @@ from retake.engine import Engine, EngineConfig
 from retake.methods import get_method
 from retake.models import load_adapter
 from retake.pipeline import Prefetcher, SamplingConfig, VideoReuse, answer_question, prepare_video, video_key
-from retake.tiny import write_tiny_model
 from retake.video import VideoDecodeError, write_test_video
 
 from conftest import make_inputs

@@ -4,7 +4,6 @@ CSVs against the published tables (AdaReTaKe, arXiv 2503.12559)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import load_script
 from retake.harness import tables
 from retake.harness.tables import (
     MetricsError,
@@ -254,9 +254,7 @@ def test_plots_are_png_and_sparse_data_is_skipped(tmp_path, runs_root):
 
 
 def test_make_tables_script(tmp_path, runs_root, capsys):
-    spec = importlib.util.spec_from_file_location("make_tables", ROOT / "scripts" / "make_tables.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("make_tables")
     assert script.main(["--runs", str(runs_root), "--paper", str(PAPER), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"== {tmp_path / 'table3.md'}" in out and "# Table 3: ablation" in out
