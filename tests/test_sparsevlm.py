@@ -16,19 +16,42 @@ from retake.methods.base import budget_tokens
 from retake.methods.sparsevlm import SparseVLM, dpc_knn, recycled_counts
 
 
-def test_recycled_counts():
-    # n = 24, budget 4: 21 pruned -> ceil(6.3) = 7 recycled -> 1 cluster; 3 kept + 1 = 4
-    assert recycled_counts(24, 4, 0.3, 10) == (3, 7, 1)
-    # n = 100, budget 50: 52 pruned -> 16 recycled -> 2 clusters; 48 + 2 = 50 (51 pruned gives 49 + 2)
-    assert recycled_counts(100, 50, 0.3, 10) == (48, 16, 2)
+def test_recycled_counts_spec_rule():
+    # clusters = min(recycled, ceil(pruned / 10)), the spec's count
+    # n = 24, budget 4: 22 pruned -> 7 recycled, 3 clusters; 2 kept + 3 = 5 > 4; 23 pruned -> 1 + 3
+    assert recycled_counts(24, 4, 0.3, 10) == (1, 7, 3)
+    # n = 100, budget 50: 55 pruned -> 17 recycled -> 6 clusters; 45 + 6 = 51; 56 -> 44 + 6 = 50
+    assert recycled_counts(100, 50, 0.3, 10) == (44, 17, 6)
     assert recycled_counts(10, 10, 0.3, 10) == (10, 0, 0)  # nothing pruned, nothing recycled
+    # a small recycle ratio: never more clusters than recycled tokens
+    assert recycled_counts(100, 60, 0.05, 10) == (57, 3, 3)  # 43 pruned, 3 recycled: min(3, 5) clusters
+    for rr in (0.05, 0.3, 1.0):
+        for n in range(1, 60):
+            for budget in range(1, n + 1):
+                kept, m, c = recycled_counts(n, budget, rr, 10)
+                assert kept >= 1 and kept + c == budget and c <= m <= n - kept
+                p = n - kept
+                if c == min(m, math.ceil(p / 10)):  # the rule holds: the fewest pruned tokens that meet it
+                    q = p - 1
+                    assert p == 0 or n - q + min(math.ceil(rr * q - 1e-9), math.ceil(q / 10)) > budget
+    with pytest.raises(ValueError, match="pruned, recycled"):
+        recycled_counts(10, 5, 0.3, 10, "kept")
+
+
+def test_recycled_counts_authors_rule():
+    # cluster_count="recycled": clusters = ceil(recycled / 10), the authors' code
+    # n = 24, budget 4: 21 pruned -> ceil(6.3) = 7 recycled -> 1 cluster; 3 kept + 1 = 4
+    assert recycled_counts(24, 4, 0.3, 10, "recycled") == (3, 7, 1)
+    # n = 100, budget 50: 52 pruned -> 16 recycled -> 2 clusters; 48 + 2 = 50 (51 pruned gives 49 + 2)
+    assert recycled_counts(100, 50, 0.3, 10, "recycled") == (48, 16, 2)
+    assert recycled_counts(10, 10, 0.3, 10, "recycled") == (10, 0, 0)
     # a budget too small for the rule: one token kept, the clusters cut to what is left
-    assert recycled_counts(100, 2, 0.3, 10) == (1, 30, 1)
+    assert recycled_counts(100, 2, 0.3, 10, "recycled") == (1, 30, 1)
     for n in range(1, 70):
         for budget in range(1, n + 1):
-            kept, m, c = recycled_counts(n, budget, 0.3, 10)
+            kept, m, c = recycled_counts(n, budget, 0.3, 10, "recycled")
             assert kept >= 1 and kept + c == budget and m <= n - kept
-            if c == math.ceil(m / 10):  # the rule holds: the fewest pruned tokens that meet the budget
+            if c == math.ceil(m / 10):
                 p = n - kept
                 assert p == 0 or n - (p - 1) + math.ceil(math.ceil(0.3 * (p - 1) - 1e-9) / 10) > budget
 
@@ -61,11 +84,12 @@ class Spy(SparseVLM):
         return super().select(chunk)
 
 
-def test_raters_and_recycled_entries_in_engine(arch, adapters, sampled):
+@pytest.mark.parametrize("cluster_count", ["pruned", "recycled"])
+def test_raters_and_recycled_entries_in_engine(arch, adapters, sampled, cluster_count):
     ad = adapters[arch]
     inputs, prompt = make_inputs(ad, sampled)
     budget = prompt.num_text_tokens + int(0.3 * inputs.num_tokens)
-    rec = Recorder(Spy())
+    rec = Recorder(Spy(cluster_count=cluster_count))
     out = Engine(ad, EngineConfig(chunk_frames=4, max_context=budget, max_new_tokens=1)).run(inputs, prompt, rec)
     m = rec.inner
     strict_subset = clusters_seen = False
@@ -79,7 +103,7 @@ def test_raters_and_recycled_entries_in_engine(arch, adapters, sampled):
             strict_subset |= 0 < int(raters.sum()) < v.g
             # kept + clusters = the budget of the chunk, clusters from the recycling rule
             assert isinstance(keep, LayerKeep)
-            kept, n_rec, n_clu = recycled_counts(v.n, budget_tokens(rec.plan.keep_ratio, v.n), 0.3, 10)
+            kept, n_rec, n_clu = recycled_counts(v.n, budget_tokens(rec.plan.keep_ratio, v.n), 0.3, 10, cluster_count)
             assert keep.index.numel() == kept and keep.num_extra == n_clu
             assert keep.num_entries == budget_tokens(rec.plan.keep_ratio, v.n)
             entries[layer] += keep.num_entries
@@ -122,6 +146,7 @@ def test_sparsevlm_equals_none_when_everything_fits(arch, adapters, sampled):
     ({"recycle_ratio": 1.5}, r"recycle_ratio must be in \[0, 1\]"),
     ({"recycle_ratio": -0.1}, r"recycle_ratio must be in \[0, 1\]"),
     ({"cluster_size": 0}, "cluster_size must be >= 1"),
+    ({"cluster_count": "kept"}, "cluster_count must be one of pruned, recycled"),
     ({"query_block": 0}, "query_block must be >= 1"),
 ])
 def test_sparsevlm_bad_parameters(params, match):

@@ -12,8 +12,9 @@ cache plus the causal part of the input) and ``a = (1/H) sum_h A[h, :, chunk]`` 
 - score ``s_j = sum_{i in raters} a[i, j]``;
 - budget ``B = round(r * n)`` entries = ``kept + clusters``: p tokens are pruned, the top
   ``m = ceil(recycle_ratio * p)`` of them by score are recycled into
-  ``c = ceil(m / cluster_size)`` clusters, and p is the smallest count with
-  ``(n - p) + c = B`` (at least one token is kept);
+  ``c = min(m, ceil(p / cluster_size))`` clusters (the spec's count; ``cluster_count=
+  "recycled"``: ``ceil(m / cluster_size)``, as the authors' code), and p is the smallest count
+  with ``(n - p) + c = B`` (at least one token is kept);
 - clusters: density-peak k-NN clustering (DPC-kNN, as the authors' code) of the recycled
   tokens' keys (all KV heads concatenated, ``[m, H_kv * d]``), ties broken by index instead of
   random noise; each cluster's entry is the mean key and the mean value of its members,
@@ -31,15 +32,25 @@ from .allocation import input_attention_blocks
 from .base import ChunkSpan, LayerKeep, LayerView, Method, VideoPlan, budget_tokens
 
 
-def recycled_counts(n: int, budget: int, recycle_ratio: float, cluster_size: int) -> tuple[int, int, int]:
+CLUSTER_COUNTS = ("pruned", "recycled")
+
+
+def recycled_counts(n: int, budget: int, recycle_ratio: float, cluster_size: int,
+                    cluster_count: str = "pruned") -> tuple[int, int, int]:
     """``(kept, recycled, clusters)`` for a chunk of ``n`` tokens and ``budget`` entries:
-    the fewest pruned tokens p with ``(n - p) + ceil(ceil(recycle_ratio * p) / cluster_size)
-    == budget``; if even ``n - 1`` pruned tokens give too many clusters, one token is kept and
-    the clusters are cut to ``budget - 1``."""
+    the fewest pruned tokens p with ``(n - p) + c(p) == budget``, where ``m(p) =
+    ceil(recycle_ratio * p)`` and ``c(p) = min(m, ceil(p / cluster_size))`` (``cluster_count=
+    "pruned"``, the spec) or ``ceil(m / cluster_size)`` (``"recycled"``, the authors' code);
+    if even ``n - 1`` pruned tokens give too many clusters, one token is kept and the clusters
+    are cut to ``budget - 1``."""
+    if cluster_count not in CLUSTER_COUNTS:
+        raise ValueError(f"unknown cluster_count {cluster_count!r}; valid choices: {', '.join(CLUSTER_COUNTS)}")
 
     def counts(p: int) -> tuple[int, int]:
         m = math.ceil(recycle_ratio * p - 1e-9)  # guard 0.3 * 10 = 3.0000000000000004
-        return m, math.ceil(m / cluster_size)
+        if cluster_count == "recycled":
+            return m, math.ceil(m / cluster_size)
+        return m, min(m, math.ceil(p / cluster_size))  # no more clusters than recycled tokens
 
     budget = max(1, min(n, budget))
     for p in range(n):  # (n - p) + c(p) is non-increasing in p, by steps of 0 or 1
@@ -97,12 +108,16 @@ def raters(attn: torch.Tensor) -> torch.Tensor:
 @dataclass
 class SparseVLM(Method):
     """recycle_ratio: share of the pruned tokens (the best-scored) that are recycled, in [0, 1].
-    cluster_size: recycled tokens per cluster (clusters = ceil(recycled / cluster_size)), >= 1.
+    cluster_size: pruned tokens per cluster, >= 1: clusters = ceil(pruned / cluster_size) (at most
+    the recycled count), as the spec says.
+    cluster_count: "pruned" (that rule) or "recycled" (clusters = ceil(recycled / cluster_size),
+    the authors' code).
     query_block: guide queries per block when computing their attention, >= 1."""
 
     name = "sparsevlm"
     recycle_ratio: float = 0.3
     cluster_size: int = 10
+    cluster_count: str = "pruned"
     query_block: int = 512
 
     def __post_init__(self):
@@ -110,6 +125,8 @@ class SparseVLM(Method):
             raise ValueError(f"recycle_ratio must be in [0, 1], got {self.recycle_ratio}")
         if self.cluster_size < 1:
             raise ValueError(f"cluster_size must be >= 1, got {self.cluster_size}")
+        if self.cluster_count not in CLUSTER_COUNTS:
+            raise ValueError(f"cluster_count must be one of {', '.join(CLUSTER_COUNTS)}, got {self.cluster_count!r}")
         if self.query_block < 1:
             raise ValueError(f"query_block must be >= 1, got {self.query_block}")
 
@@ -128,7 +145,8 @@ class SparseVLM(Method):
         rated = raters(attn)
         score = attn[rated].sum(0)
         self.raters[view.layer] = rated.cpu()
-        kept, m, c = recycled_counts(n, budget_tokens(self.plan.keep_ratio, n), self.recycle_ratio, self.cluster_size)
+        kept, m, c = recycled_counts(n, budget_tokens(self.plan.keep_ratio, n), self.recycle_ratio, self.cluster_size,
+                                  self.cluster_count)
         order = torch.sort(score, descending=True, stable=True).indices
         keep = order[:kept].sort().values
         if c == 0:
