@@ -360,11 +360,13 @@ def suite_input(args) -> dict:
         "ours decode, decord": lambda: _read_decord(path, fps, n, 0)[0],
         "ours decode, PyAV, every frame decoded": lambda: _read_pyav(path, fps, n, 0, skip_unused=False)[0],
         "ours decode, PyAV": lambda: _read_pyav(path, fps, n, 0)[0],
-        "ours load_video (PyAV) + resize to 448": lambda: load_video(path, fps=fps, max_frames=n, backend="pyav").frames,
+        "ours load_video (PyAV) + uint8 resize to 448": lambda: load_video(path, fps=fps, max_frames=n, backend="pyav").frames,
+        "ours load_video (PyAV) + float32 resize to 448": lambda: load_video(
+            path, fps=fps, max_frames=n, backend="pyav", resize="float32").frames,
         "ours load_video (PyAV) + resize + Qwen preprocessing": lambda: (
             lambda v: ad.prepare_video(v.frames, v.sampling_fps, v.timestamps))(
             load_video(path, fps=fps, max_frames=n, backend="pyav")),
-        "ours load_video (decord) + resize to 448": lambda: load_video(path, fps=fps, max_frames=n, backend="decord").frames,
+        "ours load_video (decord) + uint8 resize to 448": lambda: load_video(path, fps=fps, max_frames=n, backend="decord").frames,
     }
     times = {k: [] for k in cases}
     frames = {}

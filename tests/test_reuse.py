@@ -85,6 +85,7 @@ def test_any_change_of_model_file_or_sampling_is_a_miss(adapters, tiny_dirs, vid
         "fps": SamplingConfig(fps=1.0, max_frames=16, max_long_side=84),
         "resolution": SamplingConfig(fps=2.0, max_frames=16, max_long_side=56),
         "backend": SamplingConfig(fps=2.0, max_frames=16, max_long_side=84, backend="decord"),
+        "resize kernel": SamplingConfig(fps=2.0, max_frames=16, max_long_side=84, resize="float32"),
     }
     for name, s in changes.items():
         assert video_key(ad, video_path, s, 16) != base, name

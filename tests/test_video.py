@@ -15,6 +15,7 @@ from retake.models.qwen2_vl import QwenVisionPreprocessing, patchify
 from retake.video import (
     BACKENDS,
     VideoDecodeError,
+    _read_pyav,
     load_video,
     num_sample_frames,
     resize_frames,
@@ -48,13 +49,22 @@ def test_target_size():
         assert th % 28 == 0 and tw % 28 == 0 and max(th, tw) <= 448
 
 
-def test_resize_matches_interpolate():
+def test_float32_resize_is_torchvision_v1():
+    """kernel="float32": interpolate in fp32, then round and clamp (torchvision v1 / qwen-vl-utils)."""
     x = torch.randint(0, 256, (3, 3, 60, 90), dtype=torch.uint8)
-    y = resize_frames(x, (28, 56))
+    y = resize_frames(x, (28, 56), kernel="float32")
     ref = torch.nn.functional.interpolate(x.float(), size=(28, 56), mode="bicubic", antialias=True)
     assert y.dtype == torch.uint8 and y.shape == (3, 3, 28, 56)
     assert (y.float() - ref.round().clamp(0, 255)).abs().max() == 0
-    assert resize_frames(x, (60, 90)) is x
+    assert resize_frames(x, (60, 90)) is x and resize_frames(x, (60, 90), kernel="float32") is x
+
+
+def test_bad_resize_kernel_names_the_choices():
+    x = torch.zeros((1, 3, 60, 90), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="uint8, float32"):
+        resize_frames(x, (28, 56), kernel="bilinear")
+    with pytest.raises(ValueError, match="resize kernel"):
+        load_video(__file__, resize="nearest")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -95,6 +105,21 @@ def test_real_camera_video(backend):
     assert v.num_frames == 20 and v.frames.shape[-2:] == (196, 448)
     assert v.sampling_fps == pytest.approx(2.0)
     assert float(v.frames.float().std()) > 10  # real content, not a blank decode
+
+
+def test_uint8_resize_is_close_to_float32_on_a_camera_clip():
+    """The default uint8 kernel: on real camera frames within a few levels of the fp32 path
+    (they differ where the bicubic overshoots); batching does not change a pixel."""
+    clips = {os.path.basename(c): c for c in _real_clips()}
+    raw = torch.from_numpy(_read_pyav(clips["bikes.mp4"], 2.0, 8, 0)[0]).permute(0, 3, 1, 2)
+    size = target_size(*raw.shape[-2:])
+    y, f = resize_frames(raw, size), resize_frames(raw, size, kernel="float32")
+    assert y.dtype == torch.uint8 and y.shape == f.shape == (8, 3, *size)
+    diff = (y.int() - f.int()).abs()
+    assert 0 < diff.max() <= 3 and diff.float().mean() < 0.25, (diff.max(), diff.float().mean())
+    assert torch.equal(resize_frames(raw.contiguous(), size, batch=3), y)
+    v = load_video(clips["bikes.mp4"], fps=2.0, max_frames=8, resize="float32")
+    assert torch.equal(v.frames, f)
 
 
 def _faststart_video(path):

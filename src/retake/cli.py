@@ -30,7 +30,8 @@ def _ask(args) -> int:
             max_new_tokens=args.max_new_tokens, max_guide_tokens=args.max_guide_tokens,
             reforge_positions=args.reforge_positions,
         )
-        sampling = SamplingConfig(fps=args.fps, max_frames=args.max_frames, max_long_side=args.max_long_side, backend=args.backend)
+        sampling = SamplingConfig(fps=args.fps, max_frames=args.max_frames, max_long_side=args.max_long_side, backend=args.backend,
+                                  resize=args.resize)
         device_map = json.loads(args.device_map) if (args.device_map or "").startswith("{") else args.device_map
         adapter = load_adapter(args.model, dtype=args.dtype, device=args.device, device_map=device_map,
                                rope_scaling_factor=args.rope_scaling_factor)
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-frames", type=int, default=2048)
     a.add_argument("--max-long-side", type=int, default=448)
     a.add_argument("--backend", choices=("decord", "pyav"), default="pyav")
+    a.add_argument("--resize", choices=("uint8", "float32"), default="uint8", help="bicubic resize kernel")
     a.add_argument("--max-context", type=int, default=16384)
     a.add_argument("--chunk-frames", type=int, default=32)
     a.add_argument("--max-guide-tokens", type=int, default=None)

@@ -90,15 +90,29 @@ def target_size(height: int, width: int, max_long_side: int = 448, factor: int =
     return h, w
 
 
-def resize_frames(frames: torch.Tensor, size: tuple[int, int], batch: int = 64) -> torch.Tensor:
-    """Bicubic, antialiased resize of uint8 ``[T, 3, H, W]`` frames, as torchvision does on tensors."""
+RESIZE_KERNELS = ("uint8", "float32")
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int], batch: int = 64, kernel: str = "uint8") -> torch.Tensor:
+    """Bicubic, antialiased resize of uint8 ``[T, 3, H, W]`` frames to ``size`` (uint8).
+
+    ``kernel="uint8"``: torch's native uint8 kernel (fixed-point, vectorised), what
+    torchvision's v2 ``resize`` runs on a CPU uint8 tensor, and so what transformers' fast
+    image/video processors do; pixels may differ from the float path by a few levels where
+    the bicubic overshoots. ``kernel="float32"``: the frames in fp32, rounded and clamped back,
+    what torchvision's v1 ``functional.resize`` (and so qwen-vl-utils) does; slower (docs/performance.md)."""
+    if kernel not in RESIZE_KERNELS:
+        raise ValueError(f"unknown resize kernel {kernel!r}; valid choices: {', '.join(RESIZE_KERNELS)}")
     if tuple(frames.shape[-2:]) == tuple(size):
         return frames
     out = torch.empty((frames.shape[0], 3, *size), dtype=torch.uint8)
     for i in range(0, frames.shape[0], batch):
-        x = frames[i : i + batch].float()
-        y = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
-        out[i : i + batch] = y.round_().clamp_(0, 255).to(torch.uint8)
+        x = frames[i : i + batch]
+        if kernel == "uint8":
+            out[i : i + batch] = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+        else:
+            y = F.interpolate(x.float(), size=size, mode="bicubic", align_corners=False, antialias=True)
+            out[i : i + batch] = y.round_().clamp_(0, 255).to(torch.uint8)
     return out
 
 
@@ -313,6 +327,7 @@ def load_video(
     size_factor: int = 28,
     backend: str = "pyav",
     num_threads: int = 0,
+    resize: str = "uint8",
 ) -> SampledVideo:
     """Decode ``path``, sample frames by the rule above and resize them.
 
@@ -321,6 +336,8 @@ def load_video(
     path = os.fspath(path)
     if backend not in BACKENDS:
         raise ValueError(f"unknown video backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
+    if resize not in RESIZE_KERNELS:
+        raise ValueError(f"unknown resize kernel {resize!r}; valid choices: {', '.join(RESIZE_KERNELS)}")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     _check_file(path)
@@ -328,7 +345,7 @@ def load_video(
     frames_np, idx, total, video_fps = reader(path, fps, max_frames, num_threads)
     frames = torch.from_numpy(frames_np).permute(0, 3, 1, 2)  # [T, 3, H, W]
     h, w = frames.shape[-2:]
-    frames = resize_frames(frames, target_size(h, w, max_long_side, size_factor)).contiguous()
+    frames = resize_frames(frames, target_size(h, w, max_long_side, size_factor), kernel=resize).contiguous()
     return SampledVideo(
         path=path,
         frames=frames,

@@ -106,6 +106,7 @@ MODEL_ARGS: dict[str, tuple[Callable, Any]] = {
     "max_frames": (_int, 2048),
     "max_long_side": (_int, 448),
     "backend": (str, "pyav"),
+    "resize": (str, "uint8"),
     "predictions": (_opt(str), None),
     "reuse_videos": (_int, 1),  # videos whose inputs + vision features are kept for their next questions
     "prefetch": (_int, 1),  # videos decoded ahead in a background thread
@@ -270,7 +271,8 @@ class RetakeLMM(lmms):
         self.method_name, self.method_args = args["method"], args["method_args"]
         get_method(self.method_name, **self.method_args)  # fail now on a bad name or parameter
         self.sampling = SamplingConfig(fps=args["fps"], max_frames=args["max_frames"],
-                                       max_long_side=args["max_long_side"], backend=args["backend"])
+                                       max_long_side=args["max_long_side"], backend=args["backend"],
+                                       resize=args["resize"])
         self.engine = EngineConfig(max_context=args["max_context"], chunk_frames=args["chunk_frames"],
                                    max_new_tokens=args["max_new_tokens"], max_guide_tokens=args["max_guide_tokens"],
                                    reforge_positions=args["reforge_positions"],

@@ -49,14 +49,14 @@ DEFAULTS = {
     "model": {"dtype": "auto", "attn_implementation": "sdpa", "rope_scaling_factor": None, "device": None,
               "device_map": None},
     "method": {"params": {}},
-    "sampling": {"fps": 2.0, "max_frames": 2048, "max_long_side": 448, "backend": "pyav"},
+    "sampling": {"fps": 2.0, "max_frames": 2048, "max_long_side": 448, "backend": "pyav", "resize": "uint8"},
     "engine": {"max_context": 16384, "chunk_frames": 32, "max_new_tokens": 16, "max_guide_tokens": None,
                "reforge_positions": False},
     "run": {"results_root": "results/runs", "limit": None, "overwrite": False},
 }
 # settings outside the name's explicit fields; a value other than these adds the __s<hash> part
 SETTING_DEFAULTS = {
-    "sampling.fps": 2.0, "sampling.max_long_side": 448, "sampling.backend": "pyav",
+    "sampling.fps": 2.0, "sampling.max_long_side": 448, "sampling.backend": "pyav", "sampling.resize": "uint8",
     "engine.chunk_frames": 32, "engine.max_new_tokens": 16, "engine.max_guide_tokens": None,
 }
 PREDICTIONS = "predictions"
@@ -226,7 +226,7 @@ def model_args(cfg: DictConfig, max_guide_tokens: int | None, predictions: str) 
         "max_new_tokens": cfg.engine.max_new_tokens, "max_guide_tokens": max_guide_tokens,
         "reforge_positions": cfg.engine.reforge_positions, "fps": cfg.sampling.fps,
         "max_frames": cfg.sampling.max_frames, "max_long_side": cfg.sampling.max_long_side,
-        "backend": cfg.sampling.backend, "predictions": predictions,
+        "backend": cfg.sampling.backend, "resize": cfg.sampling.resize, "predictions": predictions,
         "reuse_videos": cfg.run.get("reuse_videos", 1), "prefetch": cfg.run.get("prefetch", 1),
         "offload_features": cfg.run.get("offload_features", False),
     }
