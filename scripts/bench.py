@@ -315,7 +315,10 @@ def table_memory(r: dict) -> str:
 # -- input ------------------------------------------------------------------------------------
 
 def long_video(path: str, seconds: int, width: int = 640, height: int = 360, fps: int = 30) -> str:
-    """A moving-pattern H.264 video (x264 defaults of preset 'veryfast': B-frames, b-pyramid)."""
+    """A moving-pattern H.264 video (x264 defaults of preset 'veryfast': B-frames, b-pyramid),
+    one slice per picture as in camera and web video (frame-threaded encoding; sliced-thread
+    encoding would cut every picture into one slice per thread, which slice-threaded decoding
+    then parallelises unlike real files)."""
     import av
 
     if os.path.exists(path):
@@ -325,6 +328,7 @@ def long_video(path: str, seconds: int, width: int = 640, height: int = 360, fps
     with av.open(tmp, mode="w") as c:
         s = c.add_stream("libx264", rate=fps)
         s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        s.thread_type = "FRAME"  # libx264: no sliced threads, so one slice per picture
         s.options = {"preset": "veryfast", "crf": "23"}
         for t in range(seconds * fps):
             img = np.empty((height, width, 3), dtype=np.uint8)
@@ -349,7 +353,7 @@ def suite_input(args) -> dict:
 
     cache = os.path.join(tempfile.gettempdir(), "retake_bench_videos")
     os.makedirs(cache, exist_ok=True)
-    path = long_video(os.path.join(cache, f"long_{args.video_seconds}s_360p.mp4"), args.video_seconds)
+    path = long_video(os.path.join(cache, f"long_{args.video_seconds}s_360p_1slice.mp4"), args.video_seconds)
     ad = load_adapter(tiny_checkpoint(args), dtype="float32", device="cpu")
     n = args.input_frames
     fps = n / args.video_seconds  # so the sampling rule asks for exactly n frames
@@ -359,6 +363,7 @@ def suite_input(args) -> dict:
         "lmms-eval load_video_decord": lambda: load_video_decord(path, n),
         "ours decode, decord": lambda: _read_decord(path, fps, n, 0)[0],
         "ours decode, PyAV, every frame decoded": lambda: _read_pyav(path, fps, n, 0, skip_unused=False)[0],
+        "ours decode, PyAV, one decoder": lambda: _read_pyav(path, fps, n, 0, workers=1)[0],
         "ours decode, PyAV": lambda: _read_pyav(path, fps, n, 0)[0],
         "ours load_video (PyAV) + uint8 resize to 448": lambda: load_video(path, fps=fps, max_frames=n, backend="pyav").frames,
         "ours load_video (PyAV) + float32 resize to 448": lambda: load_video(
@@ -445,7 +450,7 @@ def suite_throughput(args) -> dict:
         long_root = os.path.join(work, "long")
         os.makedirs(os.path.join(long_root, "videos"))
         source = long_video(os.path.join(tempfile.gettempdir(), "retake_bench_videos",
-                                         f"long_{args.video_seconds}s_360p.mp4"), args.video_seconds)
+                                         f"long_{args.video_seconds}s_360p_1slice.mp4"), args.video_seconds)
         long_videos = []
         for k in range(args.videos):  # one file per video: entries are keyed by path
             rel = os.path.join("videos", f"long{k}.mp4")

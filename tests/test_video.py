@@ -253,12 +253,64 @@ def test_pyav_skipping_unsampled_pictures_gives_the_same_frames(tmp_path, fps):
             n = len(load_video(p, fps=fps, backend="pyav").frame_indices)
             skip = packets_to_skip(plan, {order[i] for i in sample_indices(len(plan), n)})
             assert any(s and not non_ref for s, (_, _, non_ref) in zip(skip, plan)), p
-        fast, idx, total, vfps = _read_pyav(p, fps, 2048, 0, skip_unused=True)
         full, idx2, total2, _ = _read_pyav(p, fps, 2048, 0, skip_unused=False)
-        assert idx == idx2 and total == total2 and len(idx) >= 2
-        assert np.array_equal(fast, full), p
+        for workers in (1, 3):  # one decoder; parallel decoders over IDR segments
+            fast, idx, total, vfps = _read_pyav(p, fps, 2048, 0, skip_unused=True, workers=workers)
+            assert idx == idx2 and total == total2 and len(idx) >= 2
+            assert np.array_equal(fast, full), (p, workers)
     # and it agrees with decord's indices on the same file
     assert load_video(paths[0], fps=fps, backend="pyav").frame_indices == load_video(paths[0], fps=fps).frame_indices
+
+
+def _plan_and_skip(path, n):
+    from retake.video import _packet_plan, packets_to_skip, sample_indices
+
+    plan = _packet_plan(path, 4)
+    order = sorted(q for q, _, _ in plan)
+    return plan, packets_to_skip(plan, {order[i] for i in sample_indices(len(plan), n)})
+
+
+def test_decode_blocks_start_at_idr_pictures_and_share_the_work(tmp_path):
+    from retake.video import decode_blocks
+
+    plan, skip = _plan_and_skip(_x264_video(tmp_path / "b.mp4", frames=240), 40)
+    need = [j for j, s in enumerate(skip) if not s]
+    assert sum(idr for _, idr, _ in plan) >= 8  # an IDR every 24 frames
+    for workers in (1, 2, 3, 4, 50):
+        blocks = decode_blocks(plan, skip, workers)
+        assert 1 <= len(blocks) <= workers
+        assert all(a == 0 or plan[a][1] for a, _ in blocks)  # a fresh decoder can start there
+        assert [j for a, e in blocks for j in range(a, e + 1) if not skip[j]] == need  # all of it, once, in order
+        if workers > 1:
+            assert len(blocks) > 1
+            work = [sum(not skip[j] for j in range(a, e + 1)) for a, e in blocks]
+            seg = max(sum(not skip[j] for j in range(a, b)) for a, b in
+                      zip([0] + [j for j, (_, idr, _) in enumerate(plan) if idr and j],
+                          [j for j, (_, idr, _) in enumerate(plan) if idr and j] + [len(plan)]))
+            if workers <= 4:  # balanced to within a segment
+                assert max(work) - min(work) <= 2 * seg
+    assert decode_blocks(plan, [True] * len(plan), 3) == []
+
+
+def test_parallel_decoding_falls_back_to_one_pass(tmp_path, monkeypatch):
+    """A file that does not demux as planned after a seek (or a worker that fails) is decoded
+    by the sequential pass: the same frames."""
+    import retake.video as V
+
+    p = _x264_video(tmp_path / "b.mp4", frames=120)
+    ref = V._read_pyav(p, 7.0, 2048, 0, workers=1)[0]
+
+    calls = []
+
+    def mismatch(*a, **k):
+        calls.append(a[3:5])
+        raise V._PlanMismatch
+
+    monkeypatch.setattr(V, "_decode_block", mismatch)
+    assert np.array_equal(V._read_pyav(p, 7.0, 2048, 0, workers=3)[0], ref)
+    assert len(calls) == 3  # the parallel path was tried, with three blocks
+    monkeypatch.setattr(V, "_decode_block", lambda *a, **k: 1 / 0)  # a worker error: the same
+    assert np.array_equal(V._read_pyav(p, 7.0, 2048, 0, workers=3)[0], ref)
 
 
 def test_packets_to_skip_keeps_every_reference_a_sampled_frame_needs():
@@ -292,3 +344,4 @@ def test_non_reference_test_reads_nal_headers():
     assert not h264_is_non_reference(nal(0x06), 4)  # no slice at all
     assert not h264_is_non_reference(nal(0x01)[:-1], 4)  # cut short: decode it
     assert not h264_is_non_reference(nal(0x02), 4)  # data partitions: decode it
+    assert not h264_is_non_reference(nal(0x68) + nal(0x01), 4)  # a PPS rides along: decode it

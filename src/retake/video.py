@@ -13,6 +13,7 @@ the sample as failed and go on.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -202,11 +203,12 @@ def _nal_headers(data, length_size: int):
 
 def _picture_kind(heads: list[int]) -> tuple[bool, bool]:
     """``(IDR, non-reference)`` of an access unit from its NAL header bytes: non-reference
-    when it has slices (types 1 / 5) and all have ``nal_ref_idc`` 0; data partitions (types
-    2-4) count as referenced (decoded, to keep it simple)."""
+    when it has slices (types 1 / 5) and all have ``nal_ref_idc`` 0; one with data partitions
+    (types 2-4) or parameter sets (7 / 8) counts as referenced (it is decoded)."""
     slices = [h for h in heads if h & 0x1F in (1, 5)]
-    partitioned = any(h & 0x1F in (2, 3, 4) for h in heads)
-    non_ref = bool(slices) and not partitioned and all(h >> 5 & 3 == 0 for h in slices)
+    # data partitions, or in-band parameter sets (SPS / PPS) that later pictures need
+    kept = any(h & 0x1F in (2, 3, 4, 7, 8) for h in heads)
+    non_ref = bool(slices) and not kept and all(h >> 5 & 3 == 0 for h in slices)
     return any(h & 0x1F == 5 for h in slices), non_ref
 
 
@@ -247,13 +249,113 @@ def packets_to_skip(plan, wanted_pts: set) -> list[bool]:
     return skip
 
 
-def _decode_selected(container, stream, path: str, idx: list[int], total: int, skip_unused: bool):
+class _PlanMismatch(Exception):
+    """The file did not demux as its packet plan said (after a seek): decode sequentially."""
+
+
+def decode_blocks(plan, skip: list[bool], workers: int) -> list[tuple[int, int]]:
+    """Split the packets to decode into at most ``workers`` blocks ``(first, last)`` (decode
+    order indices, inclusive) of about equal decoding work, each starting at the first packet
+    of the stream or at an IDR picture, so that a fresh decoder started there decodes exactly
+    what a sequential one does (nothing after an IDR refers to anything before it)."""
+    starts = [j for j, (_, idr, _) in enumerate(plan) if idr and j > 0]
+    bounds = list(zip([0] + starts, starts + [len(plan)]))
+    segs = []  # (first packet, last needed packet, packets decoded) of segments with work
+    for a, b in bounds:
+        need = [j for j in range(a, b) if not skip[j]]
+        if need:
+            segs.append((a, need[-1], len(need)))
+    if not segs:
+        return []
+    total = sum(c for _, _, c in segs)
+    blocks, acc, first = [], 0, segs[0][0]
+    for k, (a, e, c) in enumerate(segs):
+        acc += c
+        left = len(segs) - k - 1
+        if k == len(segs) - 1 or (len(blocks) < workers - 1 and acc >= total * (len(blocks) + 1) / workers
+                                  and left > 0):
+            blocks.append((first, e))
+            if left:
+                first = segs[k + 1][0]
+    return blocks
+
+
+def _decode_block(path: str, plan, skip: list[bool], first: int, last: int, keep) -> int:
+    """Decode packets ``first..last`` of the plan (those not skipped) with a fresh single-
+    threaded decoder, seeking to ``first`` (an IDR) unless it is the stream's first packet;
+    ``keep(frame)`` gets every decoded frame; returns how many. Raises :class:`_PlanMismatch`
+    if the demuxer does not give the plan's packets."""
+    import av
+
+    container = av.open(path)
+    with container:
+        stream = container.streams.video[0]
+        stream.thread_type, stream.thread_count = "SLICE", 1
+        index = {pts: j for j, (pts, _, _) in enumerate(plan)} if first else None
+        if first:
+            container.seek(plan[first][0], stream=stream, backward=True, any_frame=False)
+        j, decoded = first, 0
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            if j == first and index is not None:  # after the seek: packets before the IDR are not decoded
+                k = index.get(packet.pts)
+                if k is None or k > first:
+                    raise _PlanMismatch
+                if k < first:
+                    continue
+            if packet.pts != plan[j][0]:
+                raise _PlanMismatch
+            if not skip[j]:
+                for frame in packet.decode():
+                    decoded += 1
+                    keep(frame)
+            j += 1
+            if j > last:
+                break
+        if j <= last:
+            raise _PlanMismatch  # the stream ended early: let the sequential path say how
+        for frame in stream.decode(None):  # the frames still in the decoder's reorder buffer
+            decoded += 1
+            keep(frame)
+    return decoded
+
+
+def _decode_parallel(path: str, plan, skip: list[bool], keep, workers: int) -> int:
+    """:func:`_decode_block` over :func:`decode_blocks`, one thread each (PyAV releases the
+    GIL while decoding). Returns the frames decoded; raises the first worker's error."""
+    blocks = decode_blocks(plan, skip, workers)
+    if len(blocks) <= 1:
+        return sum(_decode_block(path, plan, skip, a, e, keep) for a, e in blocks)
+    counts, errors = [0] * len(blocks), []
+
+    def run(k, a, e):
+        try:
+            counts[k] = _decode_block(path, plan, skip, a, e, keep)
+        except BaseException as ex:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(ex)
+
+    threads = [threading.Thread(target=run, args=(k, a, e), daemon=True) for k, (a, e) in enumerate(blocks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise next((x for x in errors if isinstance(x, _PlanMismatch)), errors[0])
+    return sum(counts)
+
+
+def _decode_selected(container, stream, path: str, idx: list[int], total: int, skip_unused: bool,
+                     workers: int = 1):
     """The frames at display indices ``idx`` (rgb24 arrays, in ``idx`` order).
 
     With ``skip_unused`` (H.264 in mp4/mkv), packets no sampled frame needs are not decoded
     at all (:func:`packets_to_skip`): unsampled non-reference pictures (with B-frames about
     half of a video's), and the unsampled pictures between the last sampled one of an IDR
-    segment and the next IDR. Frames are matched to indices by their pts. Without it (another
+    segment and the next IDR. Frames are matched to indices by their pts. With ``workers`` > 1
+    the packets are decoded in that many blocks of whole IDR segments, in parallel, each by a
+    fresh single-threaded decoder (the same bytes: :func:`decode_blocks`); if the file does not
+    demux as planned after a seek, one sequential pass does it. Without the plan (another
     codec, or pts that do not number the frames), every frame is decoded and counted."""
     wanted: dict[int, list[int]] = {}
     for pos, i in enumerate(idx):
@@ -264,28 +366,45 @@ def _decode_selected(container, stream, path: str, idx: list[int], total: int, s
     if plan is not None and len(plan) != total:
         plan = None
     decoded = 0
+    lock = threading.Lock()
     try:
         if plan is not None:
             order = sorted(p for p, _, _ in plan)  # display order
             index_of = {p: i for i, p in enumerate(order)}
             skip = packets_to_skip(plan, {order[i] for i in wanted})
-            left = len(wanted)
-            j = 0
-            for packet in container.demux(stream):
-                if packet.size:
-                    j += 1  # the same demuxer gives the plan's packets in the plan's order
-                    if j <= len(plan) and skip[j - 1] and packet.pts == plan[j - 1][0]:
-                        continue
-                for frame in packet.decode():
-                    decoded += 1
-                    i = index_of.get(frame.pts)
-                    if i in wanted and out[wanted[i][0]] is None:
-                        arr = frame.to_ndarray(format="rgb24")
-                        for pos in wanted[i]:
-                            out[pos] = arr
-                        left -= 1
-                if left == 0:
-                    break
+
+            def keep(frame) -> bool:
+                """Store a sampled frame; True if it was one not yet stored."""
+                i = index_of.get(frame.pts)
+                if i not in wanted or out[wanted[i][0]] is not None:
+                    return False
+                arr = frame.to_ndarray(format="rgb24")
+                with lock:
+                    for pos in wanted[i]:
+                        out[pos] = arr
+                return True
+
+            done = False
+            if workers > 1:
+                try:
+                    decoded = _decode_parallel(path, plan, skip, keep, workers)
+                    done = True
+                except Exception:  # noqa: BLE001 - a mismatch or a decoding error: the sequential pass decides
+                    out[:] = [None] * len(idx)
+                    decoded = 0
+            if not done:
+                left = len(wanted)
+                j = 0
+                for packet in container.demux(stream):
+                    if packet.size:
+                        j += 1  # the same demuxer gives the plan's packets in the plan's order
+                        if j <= len(plan) and skip[j - 1] and packet.pts == plan[j - 1][0]:
+                            continue
+                    for frame in packet.decode():
+                        decoded += 1
+                        left -= keep(frame)
+                    if left == 0:
+                        break
         else:
             last = max(idx)
             for i, frame in enumerate(container.decode(stream)):
@@ -303,7 +422,20 @@ def _decode_selected(container, stream, path: str, idx: list[int], total: int, s
     return out
 
 
-def _read_pyav(path: str, fps: float, max_frames: int, num_threads: int, skip_unused: bool = True):
+def decode_workers(num_threads: int) -> int:
+    """Parallel PyAV decoders for ``num_threads`` (0: the cores this process may use, at most 8)."""
+    if num_threads > 0:
+        return num_threads
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+def _read_pyav(path: str, fps: float, max_frames: int, num_threads: int, skip_unused: bool = True,
+               workers: int | None = None):
+    """``workers``: parallel decoders over IDR segments (None: :func:`decode_workers`)."""
     container, stream = _open_pyav(path, num_threads)
     with container:
         rate = stream.average_rate or stream.guessed_rate
@@ -315,7 +447,8 @@ def _read_pyav(path: str, fps: float, max_frames: int, num_threads: int, skip_un
             raise VideoDecodeError(path, f"no frame count or rate in the header (frames={total}, fps={video_fps})")
         n = num_sample_frames(total, video_fps, fps, max_frames)
         idx = sample_indices(total, n)
-        out = _decode_selected(container, stream, path, idx, total, skip_unused)
+        workers = decode_workers(num_threads) if workers is None else workers
+        out = _decode_selected(container, stream, path, idx, total, skip_unused, workers)
     return np.stack(out), idx, total, video_fps
 
 
