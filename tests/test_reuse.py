@@ -130,13 +130,14 @@ def test_reuse_is_bounded(adapters, tmp_path):
         VideoReuse(0)
 
 
-def test_prefetcher_gives_what_preparing_gives(adapters, tmp_path):
+@pytest.mark.parametrize("decode_threads", [0, 1])
+def test_prefetcher_gives_what_preparing_gives(adapters, tmp_path, decode_threads):
     ad = adapters["qwen2_vl"]
     paths = [write_test_video(tmp_path / f"v{i}.mp4", num_frames=32, size=(56, 56), fps=8, seed=i) for i in range(4)]
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 10)
     order = [paths[0], paths[1], str(bad), paths[2], paths[3]]
-    pf = Prefetcher(ad, SAMPLING, depth=2)
+    pf = Prefetcher(ad, SAMPLING, depth=2, decode_threads=decode_threads)
     try:
         pf.schedule(order)
         assert len(pf._pending) <= 2

@@ -73,14 +73,16 @@ def video_key(adapter: VideoLMAdapter, path: str, sampling: SamplingConfig, max_
             sampling.backend, sampling.resize)
 
 
-def prepare_video(adapter: VideoLMAdapter, path: str, sampling: SamplingConfig, max_frames: int | None = None) -> PreparedVideo:
-    """Decode, sample, resize and preprocess ``path`` for ``adapter`` (no model compute)."""
+def prepare_video(adapter: VideoLMAdapter, path: str, sampling: SamplingConfig, max_frames: int | None = None,
+                  decode_threads: int = 0) -> PreparedVideo:
+    """Decode, sample, resize and preprocess ``path`` for ``adapter`` (no model compute).
+    ``decode_threads``: the decoder's threads (``load_video``'s ``num_threads``; 0: every core)."""
     max_frames = sampling.max_frames if max_frames is None else max_frames
     key = video_key(adapter, path, sampling, max_frames)
     t = time.perf_counter()
     video = load_video(path, fps=sampling.fps, max_frames=max_frames, max_long_side=sampling.max_long_side,
                        size_factor=adapter.size_factor, backend=sampling.backend,
-                       resize=sampling.resize)
+                       resize=sampling.resize, num_threads=decode_threads)
     inputs = adapter.prepare_video(video.frames, video.sampling_fps, video.timestamps)
     return PreparedVideo(key=key, inputs=inputs, num_frames=video.num_frames, frame_size=list(video.frames.shape[-2:]),
                          sampling_fps=video.sampling_fps, video_fps=video.video_fps,
@@ -132,12 +134,17 @@ class Prefetcher:
     consecutive repeats of a path count once: the caller reuses the first); ``take(path)``
     returns the prepared video (waiting for it if it is still being decoded) and starts the
     next one. A video that fails to decode is raised by ``take``, for that sample only; a path
-    not scheduled is prepared on the spot."""
+    not scheduled is prepared on the spot.
 
-    def __init__(self, adapter: VideoLMAdapter, sampling: SamplingConfig, depth: int = 1):
+    ``decode_threads``: the background decode's threads (0: every core; 1 leaves a CPU model
+    more of its cores, at the price of a slower decode: ``docs/performance.md`` §4)."""
+
+    def __init__(self, adapter: VideoLMAdapter, sampling: SamplingConfig, depth: int = 1,
+                 decode_threads: int = 0):
         if depth < 1:
             raise ValueError(f"prefetch depth must be >= 1, got {depth}")
         self.adapter, self.sampling, self.depth = adapter, sampling, depth
+        self.decode_threads = decode_threads
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retake-prefetch")
         self._order: list[str] = []
         self._next = 0
@@ -159,7 +166,8 @@ class Prefetcher:
             while len(self._pending) < self.depth and self._next < len(self._order):
                 path = self._order[self._next]
                 self._next += 1
-                self._pending.append((path, self._pool.submit(prepare_video, self.adapter, path, self.sampling)))
+                self._pending.append((path, self._pool.submit(prepare_video, self.adapter, path, self.sampling,
+                                                                None, self.decode_threads)))
 
     def take(self, path: str) -> PreparedVideo:
         with self._lock:
