@@ -1,5 +1,6 @@
 """Every registered method x both tiny architectures x two budgets, through the real
-engine: runs end to end, meets the budget, leaves no guide KV, decodes. A new method is
+engine: runs end to end, meets the budget, leaves no guide KV, decodes from the compressed
+cache. A new method is
 picked up from the registry with no edit here."""
 
 from __future__ import annotations
@@ -39,6 +40,30 @@ def test_every_method(arch, adapters, clip, name, video_share):
     # the cache holds exactly the kept video tokens and the text: no guide entry is left
     assert kv == [k + res["text_tokens"] for k in res["kept_video_tokens_per_layer"]]
     assert 1 <= res["generated_tokens"] <= 3
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_decoding_continues_from_the_compressed_cache(arch, adapters, clip, name):
+    """Greedy decoding after compression: the first token is the prefill's argmax; the second
+    is the argmax of that token fed through the model over the compressed cache (taken from
+    a second, identical prefill) at the next position; each decoded token adds one entry per
+    layer."""
+    ad = adapters[arch]
+    inputs, prompt = make_inputs(ad, load_video(clip, fps=2.0, max_frames=48, max_long_side=84))
+    cfg = dict(chunk_frames=8, max_context=prompt.num_text_tokens + int(0.15 * inputs.num_tokens))
+    out = Engine(ad, EngineConfig(max_new_tokens=3, **cfg)).run(inputs, prompt, get_method(name))
+    assert out.tokens[0] == int(out.first_logits.argmax())
+    assert out.kv_tokens_per_layer_final == [k + len(out.tokens) - 1 for k in out.kv_tokens_per_layer]
+    pre = Engine(ad, EngineConfig(max_new_tokens=1, **cfg)).run(inputs, prompt, get_method(name), return_cache=True)
+    assert torch.equal(pre.first_logits, out.first_logits) and pre.kv_tokens_per_layer == out.kv_tokens_per_layer
+    if len(out.tokens) < 2:  # the first token ended the answer
+        return
+    from retake.engine.engine import PLAIN
+
+    pos = torch.full((prompt.position_ids.shape[0], 1), int(prompt.position_ids.max()) + 1, dtype=torch.long)
+    with torch.no_grad():
+        h = ad.forward_embeds(ad.embed(torch.tensor([out.tokens[0]])), pos, pre.cache, retake_ctx=PLAIN)
+    assert out.tokens[1] == int(ad.logits(h[0, -1]).argmax())
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
