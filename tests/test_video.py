@@ -303,7 +303,7 @@ def test_parallel_decoding_falls_back_to_one_pass(tmp_path, monkeypatch):
     calls = []
 
     def mismatch(*a, **k):
-        calls.append(a[3:5])
+        calls.append(a[4:6])  # (first, last)
         raise V._PlanMismatch
 
     monkeypatch.setattr(V, "_decode_block", mismatch)

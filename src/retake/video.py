@@ -280,26 +280,26 @@ def decode_blocks(plan, skip: list[bool], workers: int) -> list[tuple[int, int]]
     return blocks
 
 
-def _decode_block(path: str, plan, skip: list[bool], first: int, last: int, keep) -> int:
+def _decode_block(path: str, plan, skip: list[bool], decode_index: dict, first: int, last: int, keep) -> int:
     """Decode packets ``first..last`` of the plan (those not skipped) with a fresh single-
     threaded decoder, seeking to ``first`` (an IDR) unless it is the stream's first packet;
-    ``keep(frame)`` gets every decoded frame; returns how many. Raises :class:`_PlanMismatch`
-    if the demuxer does not give the plan's packets."""
+    ``decode_index``: pts -> the packet's index in the plan; ``keep(frame)`` gets every decoded
+    frame; returns how many. Raises :class:`_PlanMismatch` if the demuxer does not give the
+    plan's packets."""
     import av
 
     container = av.open(path)
     with container:
         stream = container.streams.video[0]
         stream.thread_type, stream.thread_count = "SLICE", 1
-        index = {pts: j for j, (pts, _, _) in enumerate(plan)} if first else None
         if first:
             container.seek(plan[first][0], stream=stream, backward=True, any_frame=False)
         j, decoded = first, 0
         for packet in container.demux(stream):
             if not packet.size:
                 continue
-            if j == first and index is not None:  # after the seek: packets before the IDR are not decoded
-                k = index.get(packet.pts)
+            if j == first and first:  # after the seek: packets before the IDR are not decoded
+                k = decode_index.get(packet.pts)
                 if k is None or k > first:
                     raise _PlanMismatch
                 if k < first:
@@ -325,13 +325,14 @@ def _decode_parallel(path: str, plan, skip: list[bool], keep, workers: int) -> i
     """:func:`_decode_block` over :func:`decode_blocks`, one thread each (PyAV releases the
     GIL while decoding). Returns the frames decoded; raises the first worker's error."""
     blocks = decode_blocks(plan, skip, workers)
+    decode_index = {pts: j for j, (pts, _, _) in enumerate(plan)}  # built once, read by every block
     if len(blocks) <= 1:
-        return sum(_decode_block(path, plan, skip, a, e, keep) for a, e in blocks)
+        return sum(_decode_block(path, plan, skip, decode_index, a, e, keep) for a, e in blocks)
     counts, errors = [0] * len(blocks), []
 
     def run(k, a, e):
         try:
-            counts[k] = _decode_block(path, plan, skip, a, e, keep)
+            counts[k] = _decode_block(path, plan, skip, decode_index, a, e, keep)
         except BaseException as ex:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(ex)
 
