@@ -163,7 +163,7 @@ def evaluate(path: str, data_root: str, method: str = "none", keep_ratio: float 
     for s in samples:
         res = answer_question(adapter, s.video, format_prompt(s), get_method(method), sampling,
                               EngineConfig(chunk_frames=16, max_context=context, max_new_tokens=4))
-        answers.append(parse_answer(res["answer"], s.letters))
+        answers.append(parse_answer(res["answer"], s.letters, s.options))
         per_type.setdefault(s.meta["question_type"], []).append(answers[-1] == s.answer)
     flat = [x for v in per_type.values() for x in v]
     return {"method": method, "keep_ratio": keep_ratio, "max_context": context if keep_ratio is not None else None,

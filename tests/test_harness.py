@@ -283,7 +283,7 @@ def test_end_to_end_every_benchmark_format(runs, bench, fmt):
     for r in records:
         s = samples[r["uid"]]
         assert r["answer"] == s.answer and r["meta"] == s.meta and r["error"] is None
-        assert isinstance(r["prediction"], str) and r["parsed"] == parse_answer(r["prediction"], s.letters)
+        assert isinstance(r["prediction"], str) and r["parsed"] == parse_answer(r["prediction"], s.letters, s.options)
         assert r["frames"] == 8 and r["generated_tokens"] <= 3 and r["kv_tokens_mean"] > 0
     with open(os.path.join(directory, "metrics.json")) as f:
         stored = json.load(f)

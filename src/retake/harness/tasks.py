@@ -153,7 +153,7 @@ def make_record(sample: Sample, prediction: str | None, error: str | None = None
     return {
         "uid": sample.uid,
         "prediction": prediction,
-        "parsed": parse_answer(prediction, sample.letters) if prediction is not None else None,
+        "parsed": parse_answer(prediction, sample.letters, sample.options) if prediction is not None else None,
         "answer": sample.answer,
         "meta": sample.meta,
         "error": error,
