@@ -43,13 +43,18 @@ def peaks(d: torch.Tensor) -> torch.Tensor:
 
 
 def keyframe_mask(d: torch.Tensor, peak: torch.Tensor, rho: float) -> torch.Tensor:
-    """Per position keep the top ``ceil(rho * T)`` steps by d, peaks first: bool ``[T, P]``."""
+    """Per position keep the top ``ceil(rho * T)`` steps by d, peaks first: bool ``[T, P]``.
+
+    The order is lexicographic, (peak, d) descending, the earlier step first among equals: two
+    stable sorts, so no score is shifted in floating point (adding an offset to d, as a
+    "peaks first" score would, rounds near-equal distances of a near-static video together)."""
     T = d.shape[0]
     if rho >= 1:
         return torch.ones_like(peak)
     k = max(1, math.ceil(rho * T))
-    key = d.float() + peak.float() * (float(d.max()) - float(d.min()) + 1)  # peaks rank above all non-peaks
-    idx = key.topk(k, dim=0).indices
+    by_d = torch.sort(d, dim=0, descending=True, stable=True).indices
+    by_peak = torch.sort(peak.gather(0, by_d).to(torch.uint8), dim=0, descending=True, stable=True).indices
+    idx = by_d.gather(0, by_peak)[:k]
     return torch.zeros_like(peak).scatter_(0, idx, True)
 
 
