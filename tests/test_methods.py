@@ -262,6 +262,20 @@ def test_dpselect_finds_planted_peaks():
     assert keyframe_mask(d, pk, 0.4).flatten().tolist() == [True, False, False, True, False]
 
 
+def test_keyframes_order_near_static_distances_exactly():
+    """A near-static video: peaks whose distances differ by 1e-8 (below fp32's resolution at
+    the ~2 a "peaks first" offset would add). The order is (peak, d) exactly: of the peaks at
+    t = 2 (d = 1e-8) and t = 4 (d = 2e-8) the second ranks higher; ties go to the earlier step."""
+    d = torch.tensor([1.0, 0, 1e-8, 0, 2e-8, 0, 0])[:, None]
+    pk = peaks(d)
+    assert pk.flatten().tolist() == [True, False, True, False, True, False, False]
+    assert keyframe_mask(d, pk, 2 / 7).flatten().tolist() == [True, False, False, False, True, False, False]
+    assert keyframe_mask(d, pk, 3 / 7).flatten().tolist() == [True, False, True, False, True, False, False]
+    # no peak among equal distances: the earliest steps
+    flat = torch.zeros(6, 1)
+    assert keyframe_mask(flat, torch.zeros(6, 1, dtype=torch.bool), 2 / 6).flatten().tolist() == [True, True] + [False] * 4
+
+
 def test_pivotkv_scores_ignore_positions(adapters, sampled):
     """PivotKV scores come from un-rotated q/k: recomputed from the captured post-RoPE q/k
     they match, and un-rotation gives the same scores at shifted positions."""
