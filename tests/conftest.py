@@ -7,12 +7,15 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
-import pytest
-import torch
+# no test reaches a model hub: a hub id fails at once instead of after the client's retries
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from retake.models import load_adapter
-from retake.tiny import TINY_ARCHS, write_tiny_model
-from retake.video import load_video, write_test_video
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from retake.models import load_adapter  # noqa: E402
+from retake.tiny import TINY_ARCHS, write_tiny_model  # noqa: E402
+from retake.video import load_video, write_test_video  # noqa: E402
 
 torch.set_num_threads(1)  # two xdist workers share two cores
 

@@ -7,6 +7,9 @@ engine's attention function registered for the language model.
 
 from __future__ import annotations
 
+import glob
+import os
+import re
 from typing import Callable
 
 import torch
@@ -79,6 +82,63 @@ def apply_yarn(config, factor: float) -> None:
     text.rope_parameters = params
 
 
+class ModelNotFoundError(ValueError):
+    """``--model`` / ``model.pretrained`` names no loadable checkpoint; the message says what is
+    missing (a directory, its config, its weights, its tokenizer) or why a hub id failed."""
+
+
+# a hub id is "name" or "namespace/name" (letters, digits, - _ .); anything else is a local path
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+
+def is_local_path(name_or_path: str) -> bool:
+    """Whether ``name_or_path`` means a directory on this machine rather than a hub id: it
+    exists, is absolute or starts with ``.``/``~``, or has more than one ``/``."""
+    text = os.fspath(name_or_path)
+    return os.path.exists(text) or text.startswith((".", "~", os.sep)) or not _HUB_ID.match(text)
+
+
+def check_checkpoint(name_or_path: str) -> None:
+    """Fail with :class:`ModelNotFoundError` naming what is missing when ``name_or_path`` is a
+    local path that is no checkpoint directory (a hub id is left to transformers)."""
+    path = os.path.expanduser(os.fspath(name_or_path))
+    if not is_local_path(path):
+        return
+    make = "write a tiny offline one with `retake tiny-model DIR`, or give a hub id such as Qwen/Qwen2.5-VL-7B-Instruct"
+    if not os.path.exists(path):
+        raise ModelNotFoundError(f"no such checkpoint directory: {path} ({make})")
+    if not os.path.isdir(path):
+        raise ModelNotFoundError(f"{path} is a file, not a checkpoint directory ({make})")
+    files = sorted(os.listdir(path))
+    listing = ", ".join(files[:12]) + (", ..." if len(files) > 12 else "") if files else "it is empty"
+    if "config.json" not in files:
+        raise ModelNotFoundError(f"{path} is not a model checkpoint: it has no config.json (found: {listing})")
+    if not any(glob.glob(os.path.join(glob.escape(path), p)) for p in WEIGHT_PATTERNS):
+        raise ModelNotFoundError(
+            f"{path} has a config.json but no weights (*.safetensors or pytorch_model*.bin; found: {listing})")
+    if not any(f in files for f in TOKENIZER_FILES):
+        raise ModelNotFoundError(
+            f"{path} has no tokenizer ({' or '.join(TOKENIZER_FILES)}; found: {listing}); "
+            "copy the tokenizer files of the model it was trained from")
+
+
+def _read_config(name_or_path: str):
+    from transformers import AutoConfig
+
+    check_checkpoint(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except OSError as e:  # a hub id that does not resolve (offline, private, misspelt)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelNotFoundError(
+            f"cannot load {name_or_path!r}: it is no local directory, and as a hub id it failed: {first}"
+        ) from None
+    except ValueError as e:  # config.json of an architecture this transformers does not know
+        raise ModelNotFoundError(f"cannot read the config of {name_or_path!r}: {e}") from None
+
+
 def load_adapter(
     name_or_path: str,
     dtype: str | torch.dtype = "auto",
@@ -95,11 +155,12 @@ def load_adapter(
     authors run Qwen2/2.5-VL with 4 so that long videos stay in range), keeping the M-RoPE
     sections; None keeps the checkpoint's RoPE.
     """
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from ..engine.attention import ATTENTION_NAME, register_attention
 
-    config = AutoConfig.from_pretrained(name_or_path)
+    name_or_path = os.path.expanduser(os.fspath(name_or_path))
+    config = _read_config(name_or_path)
     if config.model_type not in MODEL_FAMILIES:
         raise ValueError(
             f"unsupported model type {config.model_type!r} in {name_or_path!r}; "
@@ -128,6 +189,7 @@ def load_adapter(
 
 __all__ = [
     "MODEL_FAMILIES",
+    "ModelNotFoundError",
     "Prompt",
     "VideoInputs",
     "VideoLMAdapter",
