@@ -39,6 +39,8 @@ class SamplingConfig:
     max_long_side: int = 448
     backend: str = "pyav"  # measured faster than decord (docs/performance.md)
     resize: str = "uint8"  # resize kernel (video.RESIZE_KERNELS): uint8 measured faster than float32
+    # refuse a file whose header declares more frames than decode (default: sample over those that do)
+    strict_frames: bool = False
 
 
 @dataclass
@@ -56,6 +58,9 @@ class PreparedVideo:
     video_fps: float
     decode_seconds: float  # decode + sampling + resize + the adapter's preprocessing
     features: Any = None  # the engine's encode() output, once computed
+    declared_frames: int | None = None  # the container header's frame count
+    decoded_frames: int | None = None  # the frames sampled over (fewer than declared in a cut-off file)
+    warnings: tuple[str, ...] = ()
 
 
 def video_key(adapter: VideoLMAdapter, path: str, sampling: SamplingConfig, max_frames: int) -> tuple:
@@ -70,7 +75,7 @@ def video_key(adapter: VideoLMAdapter, path: str, sampling: SamplingConfig, max_
     param = next(model.parameters(), None)
     return (id(model), type(adapter).__name__, str(getattr(param, "dtype", None)), str(getattr(param, "device", None)),
             path, stamp, float(sampling.fps), int(max_frames), int(sampling.max_long_side), int(adapter.size_factor),
-            sampling.backend, sampling.resize)
+            sampling.backend, sampling.resize, bool(sampling.strict_frames))
 
 
 def prepare_video(adapter: VideoLMAdapter, path: str, sampling: SamplingConfig, max_frames: int | None = None,
@@ -82,11 +87,12 @@ def prepare_video(adapter: VideoLMAdapter, path: str, sampling: SamplingConfig, 
     t = time.perf_counter()
     video = load_video(path, fps=sampling.fps, max_frames=max_frames, max_long_side=sampling.max_long_side,
                        size_factor=adapter.size_factor, backend=sampling.backend,
-                       resize=sampling.resize, num_threads=decode_threads)
+                       resize=sampling.resize, num_threads=decode_threads, strict_frames=sampling.strict_frames)
     inputs = adapter.prepare_video(video.frames, video.sampling_fps, video.timestamps)
     return PreparedVideo(key=key, inputs=inputs, num_frames=video.num_frames, frame_size=list(video.frames.shape[-2:]),
                          sampling_fps=video.sampling_fps, video_fps=video.video_fps,
-                         decode_seconds=time.perf_counter() - t)
+                         decode_seconds=time.perf_counter() - t, declared_frames=video.declared_frames,
+                         decoded_frames=video.total_frames, warnings=tuple(video.warnings))
 
 
 class VideoReuse:
@@ -246,6 +252,9 @@ def answer_question(
         "frame_size": list(pv.frame_size),
         "sampling_fps": pv.sampling_fps,
         "video_fps": pv.video_fps,
+        "declared_frames": pv.declared_frames,
+        "decoded_frames": pv.decoded_frames,
+        "warnings": list(pv.warnings),
         "video_tokens": out.video_tokens,
         "text_tokens": out.text_tokens,
         "keep_ratio": out.keep_ratio,

@@ -32,6 +32,16 @@ class VideoDecodeError(RuntimeError):
         super().__init__(f"cannot read video {self.path!r}: {cause}")
 
 
+class TruncatedVideoError(VideoDecodeError):
+    """The stream ended (or broke) before a sampled frame: the container declared more frames
+    than decode. ``decoded``: frames decoded before that; ``counted``: whether that is every
+    frame that decodes (a pass that skipped nothing), else a counting pass is needed."""
+
+    def __init__(self, path: str, cause: str, decoded: int, counted: bool):
+        self.decoded, self.counted = decoded, counted
+        super().__init__(path, cause)
+
+
 @dataclass
 class SampledVideo:
     """Frames sampled from one video file.
@@ -45,10 +55,12 @@ class SampledVideo:
     frame_indices: list[int]
     timestamps: list[float]
     video_fps: float
-    total_frames: int
+    total_frames: int  # the frames sampled over: those that decode, where fewer than declared
     sampling_fps: float
     backend: str
     original_size: tuple[int, int] = field(default=(0, 0))  # (height, width) before resizing
+    declared_frames: int | None = None  # what the container's header declares (None: the same as total_frames)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def num_frames(self) -> int:
@@ -115,6 +127,12 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int], batch: int = 64, 
             y = F.interpolate(x.float(), size=size, mode="bicubic", align_corners=False, antialias=True)
             out[i : i + batch] = y.round_().clamp_(0, 255).to(torch.uint8)
     return out
+
+
+def check_video_file(path: str | os.PathLike) -> None:
+    """Raise :class:`VideoDecodeError` for a path that cannot be a video file (missing, a
+    directory, empty), before anything is decoded or loaded."""
+    _check_file(os.fspath(path))
 
 
 def _check_file(path: str) -> None:
@@ -417,10 +435,25 @@ def _decode_selected(container, stream, path: str, idx: list[int], total: int, s
                 if i >= last:
                     break
     except Exception as e:
-        raise VideoDecodeError(path, f"truncated or corrupt stream after {decoded} frames ({type(e).__name__}: {e})") from e
+        raise TruncatedVideoError(path, f"truncated or corrupt stream after {decoded} frames ({type(e).__name__}: {e})",
+                                  decoded, counted=plan is None) from e
     if any(a is None for a in out):
-        raise VideoDecodeError(path, f"truncated: stream ends after {decoded} of {total} frames")
+        raise TruncatedVideoError(path, f"truncated: stream ends after {decoded} of {total} frames", decoded,
+                                  counted=plan is None)
     return out
+
+
+def count_decodable_frames(path: str, num_threads: int) -> int:
+    """Frames that decode from the start of the stream until its end or its first error."""
+    container, stream = _open_pyav(path, num_threads)
+    n = 0
+    with container:
+        try:
+            for _ in container.decode(stream):
+                n += 1
+        except Exception:  # noqa: BLE001 - the frames before the damage are what there is
+            pass
+    return n
 
 
 def decode_workers(num_threads: int) -> int:
@@ -435,8 +468,10 @@ def decode_workers(num_threads: int) -> int:
 
 
 def _read_pyav(path: str, fps: float, max_frames: int, num_threads: int, skip_unused: bool = True,
-               workers: int | None = None):
-    """``workers``: parallel decoders over IDR segments (None: :func:`decode_workers`)."""
+               workers: int | None = None, strict_frames: bool = False):
+    """``workers``: parallel decoders over IDR segments (None: :func:`decode_workers`).
+    Returns ``(frames, indices, frames sampled over, fps, frames the header declares)``; see
+    :func:`load_video` for ``strict_frames``."""
     container, stream = _open_pyav(path, num_threads)
     with container:
         rate = stream.average_rate or stream.guessed_rate
@@ -449,8 +484,23 @@ def _read_pyav(path: str, fps: float, max_frames: int, num_threads: int, skip_un
         n = num_sample_frames(total, video_fps, fps, max_frames)
         idx = sample_indices(total, n)
         workers = decode_workers(num_threads) if workers is None else workers
-        out = _decode_selected(container, stream, path, idx, total, skip_unused, workers)
-    return np.stack(out), idx, total, video_fps
+        try:
+            out = _decode_selected(container, stream, path, idx, total, skip_unused, workers)
+            return np.stack(out), idx, total, video_fps, total
+        except TruncatedVideoError as e:
+            if strict_frames:
+                raise
+            short = e
+    # fewer frames decode than the header declares (a cut-off file): sample over those that do
+    decodable = short.decoded if short.counted else count_decodable_frames(path, num_threads)
+    if decodable < 1:
+        raise short
+    n = num_sample_frames(decodable, video_fps, fps, max_frames)
+    idx = sample_indices(decodable, n)
+    container, stream = _open_pyav(path, num_threads)
+    with container:
+        out = _decode_selected(container, stream, path, idx, decodable, skip_unused=False)
+    return np.stack(out), idx, decodable, video_fps, total
 
 
 def load_video(
@@ -462,8 +512,14 @@ def load_video(
     backend: str = "pyav",
     num_threads: int = 0,
     resize: str = "uint8",
+    strict_frames: bool = False,
 ) -> SampledVideo:
     """Decode ``path``, sample frames by the rule above and resize them.
+
+    A file whose header declares more frames than its stream decodes (a cut-off file, common
+    in the wild) is sampled uniformly over the frames that decode, and the result says so
+    (``declared_frames``, ``warnings``); ``strict_frames=True`` raises
+    :class:`TruncatedVideoError` instead. (PyAV; decord counts the frames that decode itself.)
 
     Raises VideoDecodeError for any unreadable file, ValueError for bad arguments.
     """
@@ -475,8 +531,16 @@ def load_video(
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     _check_file(path)
-    reader = _read_decord if backend == "decord" else _read_pyav
-    frames_np, idx, total, video_fps = reader(path, fps, max_frames, num_threads)
+    if backend == "decord":
+        frames_np, idx, total, video_fps = _read_decord(path, fps, max_frames, num_threads)
+        declared = total
+    else:
+        frames_np, idx, total, video_fps, declared = _read_pyav(path, fps, max_frames, num_threads,
+                                                                strict_frames=strict_frames)
+    warnings = []
+    if declared != total:
+        warnings.append(f"{path}: the header declares {declared} frames but only {total} decode (a cut-off file?); "
+                        f"sampled over the {total} that decode (sampling.strict_frames=true refuses such files)")
     frames = torch.from_numpy(frames_np).permute(0, 3, 1, 2)  # [T, 3, H, W]
     h, w = frames.shape[-2:]
     frames = resize_frames(frames, target_size(h, w, max_long_side, size_factor), kernel=resize).contiguous()
@@ -491,6 +555,8 @@ def load_video(
         sampling_fps=len(idx) / total * video_fps,
         backend=backend,
         original_size=(int(h), int(w)),
+        declared_frames=declared,
+        warnings=warnings,
     )
 
 
