@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+
+_LETTER_MARK = re.compile(r"^\s*(?:\(([A-J])\)|([A-J])[.:)])\s*")  # "A. ", "(A) ", "A) ", "A: "
 
 
 def _tiny_model(args) -> int:
@@ -15,14 +18,53 @@ def _tiny_model(args) -> int:
     return 0
 
 
+def read_options(values: list[str] | None) -> list[str] | None:
+    """``--options``: option texts, each with or without its letter (``"A. red"`` or ``"red"``),
+    or one path of a JSON file holding that list. Returns the texts without letters."""
+    import os
+
+    from .harness.samples import LETTERS
+
+    if not values:
+        return None
+    if len(values) == 1 and values[0].endswith(".json"):
+        path = values[0]
+        if not os.path.isfile(path):
+            raise ValueError(f"--options {path}: no such file (give the options, or a JSON file of a list of them)")
+        with open(path, encoding="utf-8") as f:
+            try:
+                values = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--options {path}: not valid JSON ({e})") from None
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"--options {path}: expected a JSON list of option strings")
+    if not 2 <= len(values) <= len(LETTERS):
+        raise ValueError(f"--options: {len(values)} option(s) given; 2..{len(LETTERS)} are supported")
+    marks = [_LETTER_MARK.match(v) for v in values]
+    if not any(marks):
+        return [v.strip() for v in values]
+    found = [m and (m.group(1) or m.group(2)) for m in marks]
+    if found != list(LETTERS[: len(values)]):
+        raise ValueError(f"--options: give every option with its letter, in order (A. ..., B. ...), or none; got {values}")
+    return [v[m.end():].strip() for v, m in zip(values, marks)]
+
+
 def _ask(args) -> int:
     from .engine import EngineConfig
+    from .harness.samples import Sample, format_prompt, parse_answer
     from .methods import get_method
     from .models import load_adapter
     from .pipeline import SamplingConfig, answer_question
-    from .video import VideoDecodeError
+    from .video import VideoDecodeError, check_video_file
 
     try:
+        check_video_file(args.video)  # before the model loads
+        options = read_options(args.options)
+        question = args.question
+        sample = None
+        if options is not None:  # the harness's prompt: question, lettered options, the instruction
+            sample = Sample(uid="ask", video=args.video, question=args.question, options=options, answer=None)
+            question = format_prompt(sample)
         params = json.loads(args.method_args) if args.method_args else {}
         method = get_method(args.method, **params)
         engine = EngineConfig(
@@ -31,14 +73,22 @@ def _ask(args) -> int:
             reforge_positions=args.reforge_positions,
         )
         sampling = SamplingConfig(fps=args.fps, max_frames=args.max_frames, max_long_side=args.max_long_side, backend=args.backend,
-                                  resize=args.resize)
+                                  resize=args.resize, strict_frames=args.strict_frames)
         device_map = json.loads(args.device_map) if (args.device_map or "").startswith("{") else args.device_map
         adapter = load_adapter(args.model, dtype=args.dtype, device=args.device, device_map=device_map,
                                rope_scaling_factor=args.rope_scaling_factor)
-        result = answer_question(adapter, args.video, args.question, method, sampling, engine)
+        result = answer_question(adapter, args.video, question, method, sampling, engine)
     except (ValueError, VideoDecodeError) as e:
         print(f"retake ask: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("retake ask: interrupted", file=sys.stderr)
+        return 130
+    if sample is not None:
+        result["prompt"] = question
+        result["parsed"] = parse_answer(result["answer"], sample.letters, sample.options)
+    for warning in result.get("warnings", []):
+        print(f"retake ask: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(result))
     else:
@@ -62,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("video")
     a.add_argument("question")
     a.add_argument("--model", required=True, help="local checkpoint directory or hub id")
+    a.add_argument("--options", nargs="+", metavar="OPTION", default=None,
+                   help='answer options, e.g. --options "A. red" "B. blue" (letters optional), or one JSON file '
+                        'of a list; the question is then asked as the harness asks it, lettered options and all')
     a.add_argument("--method", default="none")
     a.add_argument("--method-args", default=None, help='JSON object of method parameters, e.g. \'{"w_min": 1}\'')
     a.add_argument("--fps", type=float, default=2.0)
@@ -69,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-long-side", type=int, default=448)
     a.add_argument("--backend", choices=("decord", "pyav"), default="pyav")
     a.add_argument("--resize", choices=("uint8", "float32"), default="uint8", help="bicubic resize kernel")
+    a.add_argument("--strict-frames", action="store_true",
+                   help="refuse a file whose header declares more frames than decode (default: sample over those that do)")
     a.add_argument("--max-context", type=int, default=16384)
     a.add_argument("--chunk-frames", type=int, default=32)
     a.add_argument("--max-guide-tokens", type=int, default=None)
