@@ -52,7 +52,7 @@ def test_method_configs_name_registered_methods():
 
 
 def test_model_configs_match_loader():
-    accepted = set(inspect.signature(load_adapter).parameters) | {"name", "pretrained", "max_frames"}
+    accepted = set(inspect.signature(load_adapter).parameters) | {"name", "pretrained", "max_frames", "tiny_arch"}
     for f in glob.glob(os.path.join(ROOT, "conf", "model", "*.yaml")):
         cfg = yaml.safe_load(open(f))
         assert set(cfg) <= accepted, f"{f}: unknown keys {set(cfg) - accepted}"

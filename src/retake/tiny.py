@@ -217,3 +217,20 @@ def write_tiny_model(arch: str, out_dir: str | os.PathLike, seed: int = 0, **siz
             indent=2,
         )
     return out_dir
+
+
+def write_tiny_model_atomic(arch: str, out_dir: str | os.PathLike, seed: int = 0) -> str:
+    """:func:`write_tiny_model` into a temporary sibling, then renamed to ``out_dir``, so that
+    processes starting together never load half a checkpoint (the first rename wins)."""
+    import shutil
+
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    tmp = f"{out_dir}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_tiny_model(arch, tmp, seed=seed)
+    try:
+        os.rename(tmp, out_dir)
+    except OSError:  # written by another process meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

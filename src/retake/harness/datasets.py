@@ -70,7 +70,8 @@ class DatasetSpec:
     score: records -> metrics (``retake.harness.scoring``). primary: the key of the headline
     metric in score()'s output. max_guide_tokens: the guide (query) for query-aware
     compression is the last this many tokens of the prompt (None: the whole question).
-    has_answers: False where the split has no public answers."""
+    has_answers: False where the split has no public answers. generate: writes the benchmark
+    at a data_root (generated benchmarks only: written on first use, :func:`ensure_data`)."""
 
     name: str
     load: Callable[[str], list[Sample]]
@@ -78,16 +79,42 @@ class DatasetSpec:
     primary: str
     max_guide_tokens: int | None = None
     has_answers: bool = True
+    generate: Callable[[str], None] | None = None
 
 
 # ---------------------------------------------------------------- file helpers
 
 
-def _require(path: str, dataset: str) -> str:
+def make_command(dataset: str, data_root: str) -> str:
+    """The command that makes ``dataset``'s local layout at ``data_root`` (for "not found" messages)."""
+    data_root = os.fspath(data_root)
+    commands = {
+        "videomme": "python scripts/prepare_videomme.py --annotations <test-00000-of-00001.parquet> --videos <video folder> --out {}",
+        "videomme_long": "python scripts/prepare_videomme.py --annotations <test-00000-of-00001.parquet> --videos <video folder> --out {}",
+        "mlvu_dev": "python scripts/prepare_mlvu.py --src <MLVU download> --out {}",
+        "mlvu_test": "python scripts/prepare_mlvu.py --split test --src <MLVU_Test download> --out {}",
+        "longvideobench_val": "python scripts/prepare_longvideobench.py --src <LongVideoBench download> --out {}",
+        "lvbench": "python scripts/prepare_lvbench.py --meta <video_info.meta.jsonl> --videos <video folder> --out {}",
+        "needle": "python -m retake.synthetic --out {} --num-samples " + str(NEEDLE_SAMPLES) + " --seed 1",
+    }
+    if dataset == "synthetic":
+        parent, folder = os.path.split(os.path.normpath(data_root))
+        if folder == "synthetic":
+            return f"python -m retake.harness.synthetic_data --out {parent or '.'} --formats synthetic"
+        return f"python -m retake.harness.synthetic_data --out <root> --formats synthetic (it writes <root>/synthetic; data_root={data_root})"
+    return commands[dataset].format(data_root)
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A benchmark's annotation file is not under its data_root; the message names the command
+    that makes the layout there."""
+
+
+def _require(path: str, dataset: str, data_root: str) -> str:
     if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{dataset}: annotation file {path!r} not found; "
-            f"make the layout with scripts/prepare_{_PREPARE.get(dataset, dataset)}.py (see docs/datasets.md)"
+        raise DatasetNotFoundError(
+            f"{dataset}: annotation file {path!r} not found under data_root={data_root!r}; "
+            f"make the layout with `{make_command(dataset, data_root)}` (docs/datasets.md)"
         )
     return path
 
@@ -159,9 +186,9 @@ def read_videomme_rows(data_root: str) -> tuple[str, list[dict]]:
         path = os.path.join(data_root, name)
         if os.path.isfile(path):
             return path, read_table(path)
-    raise FileNotFoundError(
-        f"videomme: neither {' nor '.join(VIDEOMME_FILES)} found under {data_root!r}; "
-        "make the layout with scripts/prepare_videomme.py (see docs/datasets.md)"
+    raise DatasetNotFoundError(
+        f"videomme: neither {' nor '.join(VIDEOMME_FILES)} found under data_root={data_root!r}; "
+        f"make the layout with `{make_command('videomme', data_root)}` (docs/datasets.md)"
     )
 
 
@@ -241,7 +268,7 @@ def load_mlvu_dev(data_root: str) -> list[Sample]:
     a file may hold an empty list)."""
     samples = []
     for k, qtype in enumerate(scoring.MLVU_DEV_TYPES, 1):
-        path = _require(os.path.join(data_root, mlvu_dev_file(k, qtype)), "mlvu_dev")
+        path = _require(os.path.join(data_root, mlvu_dev_file(k, qtype)), "mlvu_dev", data_root)
         for i, row in enumerate(_rows(path)):
             where = f"{path} row {i}"
             video = _abs(data_root, f"video/{qtype}/{_field(row, 'video', where)}")
@@ -251,7 +278,7 @@ def load_mlvu_dev(data_root: str) -> list[Sample]:
 
 def load_mlvu_test(data_root: str) -> list[Sample]:
     """MLVU test (test_question.json + video/): multiple-choice questions without answers."""
-    path = _require(os.path.join(data_root, "test_question.json"), "mlvu_test")
+    path = _require(os.path.join(data_root, "test_question.json"), "mlvu_test", data_root)
     samples = []
     for i, row in enumerate(_rows(path)):
         where = f"{path} row {i}"
@@ -352,7 +379,7 @@ def load_longvideobench_val(data_root: str) -> list[Sample]:
     """LongVideoBench val (1,337 questions) with each video's subtitles. A missing subtitle
     file gives ``subtitles=None`` and ``meta["subtitles_missing"] = True`` (the prepare
     script reports them)."""
-    path = _require(os.path.join(data_root, "lvb_val.json"), "longvideobench_val")
+    path = _require(os.path.join(data_root, "lvb_val.json"), "longvideobench_val", data_root)
     cache: dict[str, str | None] = {}  # many questions share a video's subtitle file
     samples = []
     for i, row in enumerate(_rows(path)):
@@ -433,7 +460,7 @@ def lvbench_samples(video: dict, data_root: str, where: str) -> list[Sample]:
 
 def load_lvbench(data_root: str) -> list[Sample]:
     """LVBench (1,549 questions on 103 videos) from video_info.meta.jsonl."""
-    path = _require(os.path.join(data_root, "video_info.meta.jsonl"), "lvbench")
+    path = _require(os.path.join(data_root, "video_info.meta.jsonl"), "lvbench", data_root)
     samples = []
     for i, video in enumerate(read_jsonl(path)):
         samples += lvbench_samples(video, data_root, f"{path} line {i + 1}")
@@ -442,9 +469,9 @@ def load_lvbench(data_root: str) -> list[Sample]:
 
 # ---------------------------------------------------------------- synthetic
 
-def load_synthetic(data_root: str) -> list[Sample]:
+def load_synthetic(data_root: str, dataset: str = "synthetic") -> list[Sample]:
     """Our own format: samples.jsonl of ``Sample.to_dict()`` lines, videos relative to data_root."""
-    path = _require(os.path.join(data_root, "samples.jsonl"), "synthetic")
+    path = _require(os.path.join(data_root, "samples.jsonl"), dataset, data_root)
     samples = []
     for i, d in enumerate(read_jsonl(path)):
         try:
@@ -456,16 +483,62 @@ def load_synthetic(data_root: str) -> list[Sample]:
     return samples
 
 
-# ---------------------------------------------------------------- registry
+# ---------------------------------------------------------------- generated benchmarks
 
-_PREPARE = {"videomme_long": "videomme", "mlvu_dev": "mlvu", "mlvu_test": "mlvu", "longvideobench_val": "longvideobench"}
+NEEDLE_SAMPLES = 48  # the demo's held-out needle set (seed 1)
+
+
+def generate_needle(data_root: str) -> None:
+    """The held-out needle set (seed 1, :data:`NEEDLE_SAMPLES` questions) at ``data_root``."""
+    from retake.synthetic import write_benchmark
+
+    write_benchmark(data_root, NEEDLE_SAMPLES, seed=1)
+
+
+def generate_synthetic(data_root: str) -> None:
+    """The harness's small ``synthetic`` set (4 videos x 2 questions, seed 0) at ``data_root``."""
+    import shutil
+    import tempfile
+
+    from retake.harness.synthetic_data import write_synthetic_benchmark
+
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(data_root))) as tmp:
+        shutil.move(write_synthetic_benchmark(tmp, formats=("synthetic",))["synthetic"], data_root)
+
+
+def ensure_data(spec: "DatasetSpec", data_root: str, log=print) -> bool:
+    """Write a generated benchmark (``spec.generate``) at ``data_root`` when nothing is there yet
+    (no folder, or an empty one); returns whether it did. A folder holding other files is left
+    alone: its loader then names what is missing. Real benchmarks are never generated. Written
+    into a temporary sibling and renamed, so processes starting together never see half a set."""
+    import shutil
+
+    if spec.generate is None or (os.path.isdir(data_root) and os.listdir(data_root)):
+        return False
+    log(f"{spec.name}: no data under {data_root}; writing it now (`{make_command(spec.name, data_root)}`)")
+    data_root = os.path.abspath(data_root)
+    os.makedirs(os.path.dirname(data_root), exist_ok=True)
+    tmp = f"{data_root}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    spec.generate(tmp)
+    try:
+        if os.path.isdir(data_root):
+            os.rmdir(data_root)  # empty: checked above
+        os.rename(tmp, data_root)
+    except OSError:  # another process wrote it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+# ---------------------------------------------------------------- registry
 
 DATASETS: dict[str, DatasetSpec] = {
     s.name: s
     for s in (
-        DatasetSpec("synthetic", load_synthetic, scoring.score_accuracy, "accuracy"),
+        DatasetSpec("synthetic", load_synthetic, scoring.score_accuracy, "accuracy", generate=generate_synthetic),
         # the needle benchmark (retake.synthetic): the same format, per question type
-        DatasetSpec("needle", load_synthetic, scoring.score_accuracy, "accuracy"),
+        DatasetSpec("needle", partial(load_synthetic, dataset="needle"), scoring.score_accuracy, "accuracy",
+                    generate=generate_needle),
         DatasetSpec("videomme", load_videomme, scoring.score_videomme, "accuracy"),
         DatasetSpec("videomme_long", partial(load_videomme, durations=("long",)), scoring.score_videomme, "accuracy"),
         DatasetSpec("mlvu_dev", load_mlvu_dev, scoring.score_mlvu_dev, "m_avg"),
