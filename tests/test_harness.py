@@ -476,3 +476,84 @@ def test_lmms_eval_command_line_runs_the_model(bench, reference, tmp_path):
     assert done.returncode == 0 and "retake_accuracy" in done.stdout, done.stderr[-3000:]
     answers = {r["uid"]: r["prediction"] for r in read_predictions(str(tmp_path / "cli")).values()}
     assert answers == {r["uid"]: r["prediction"] for r in ref_records}
+
+
+# -- interrupts, incomplete cells, retries -----------------------------------------------------
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_says_what_is_saved_and_resumes(bench, reference, tmp_path, sig, code):
+    """Ctrl-C (SIGINT) or SIGTERM, sent for real once a sample is written: one line saying how
+    many answers are saved and how to resume, exit code 130 / 143, no traceback; every saved
+    answer is on disk and the same command then finishes the rest, none answered twice."""
+    ref_cfg, ref_records = reference
+    cfg = json.loads(json.dumps(ref_cfg))
+    cfg["run"]["results_root"] = str(tmp_path / "runs")
+    config = write_yaml(cfg, tmp_path / "cell.yaml")
+    directory = cell_path(cfg)
+    rank0 = os.path.join(directory, "predictions.rank0.jsonl")
+    proc = subprocess.Popen(runner_cmd(config), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and count_lines(rank0) < 1:
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    saved = count_lines(rank0)
+    assert proc.returncode == code, err[-3000:]
+    assert 1 <= saved < len(ref_records), "the run was not stopped half-way"
+    assert "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == (f"[retake] interrupted: {saved} of {len(ref_records)} answers saved in "
+                                            f"{directory}; rerun the same command to resume")
+    done = subprocess.run(runner_cmd(config), env=ENV, check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = read_lines(rank0)
+    assert len(lines) == len(ref_records) == len({r["uid"] for r in lines})
+    assert stable(read_lines(os.path.join(directory, "predictions.jsonl"))) == stable(ref_records)
+
+
+def test_an_incomplete_cell_is_retried_not_skipped(bench, tmp_path, capsys):
+    """Half the samples fail (a missing and a corrupt video): the cell is written as incomplete
+    (status, failed fraction, in metrics.json and the tables), never skipped as done; the next
+    run answers the failed samples again and only those; once the missing video is there it is
+    answered; under a looser run.max_failed_fraction the cell is done and then skipped;
+    run.retry_failed=true answers a done cell's failures again."""
+    import shutil
+
+    from retake.harness.tables import collect
+
+    data = tmp_path / "data"
+    shutil.copytree(bench["broken"], data, symlinks=True)
+    cfg = cell(bench["tiny"], "synthetic", str(data), tmp_path / "runs")
+    directory = cell_path(cfg)
+    rank0 = os.path.join(directory, "predictions.rank0.jsonl")
+    first = run_cell(cfg)
+    assert first["status"] == "incomplete" and first["failed_fraction"] == 0.5 and len(first["failures"]) == 4
+    assert "cell incomplete: 4 of 8 samples failed" in capsys.readouterr().err
+    row = collect(tmp_path / "runs").iloc[0]
+    assert row["status"] == "incomplete" and row["failed_fraction"] == 0.5
+    assert count_lines(rank0) == 8
+    # not skipped: the four failures are answered again (and fail again), the others kept
+    again = run_cell(cfg)
+    assert "answering the 4 failed samples again" in capsys.readouterr().err
+    assert count_lines(rank0) == 12 and again["status"] == "incomplete" and len(again["failures"]) == 4
+    # the missing video put back: those questions are answered now
+    samples = get_dataset("synthetic").load(str(data))
+    missing = sorted({s.video for s in samples if "missing" in s.video})
+    good = next(s.video for s in samples if "missing" not in s.video and "corrupt" not in s.video)
+    for path in missing:
+        shutil.copy(good, path)
+    fixed = run_cell(cfg)
+    assert count_lines(rank0) == 16 and len(fixed["failures"]) == 2
+    assert all("corrupt" in f["error"] for f in fixed["failures"])
+    assert fixed["metrics"]["num_failed"] == 2 and fixed["status"] == "incomplete"  # 2 of 8 > 0.05
+    records = read_lines(os.path.join(directory, "predictions.jsonl"))
+    assert len(records) == 8 and sum(r["error"] is not None for r in records) == 2
+    # a looser threshold: done (the two failures tried once more), then skipped
+    loose = json.loads(json.dumps(cfg))
+    loose["run"]["max_failed_fraction"] = 0.3
+    done = run_cell(loose)
+    assert done["status"] == "done" and count_lines(rank0) == 18
+    assert run_cell(loose) == done and count_lines(rank0) == 18
+    # retry_failed: a done cell's failures answered again
+    retry = json.loads(json.dumps(loose))
+    retry["run"]["retry_failed"] = True
+    assert run_cell(retry)["status"] == "done" and count_lines(rank0) == 20

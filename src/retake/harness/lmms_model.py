@@ -107,17 +107,20 @@ MODEL_ARGS: dict[str, tuple[Callable, Any]] = {
     "max_long_side": (_int, 448),
     "backend": (str, "pyav"),
     "resize": (str, "uint8"),
+    "strict_frames": (_bool, False),  # refuse files whose header declares more frames than decode
     "predictions": (_opt(str), None),
     "reuse_videos": (_int, 1),  # videos whose inputs + vision features are kept for their next questions
     "prefetch": (_int, 1),  # videos decoded ahead in a background thread
     "offload_features": (_bool, False),  # the video's input embeddings in CPU memory (EngineConfig)
+    "retry_failed": (_bool, False),  # answer again the samples whose saved line is a failure
 }
 # passed by lmms-eval itself (create_from_arg_string's additional config); accepted, unused
 LMMS_EVAL_ARGS = ("batch_size", "max_batch_size")
 
 # what answer_question measures that a predictions line keeps (lists are summarised)
 MEASUREMENTS = (
-    "frames", "sampling_fps", "video_tokens", "text_tokens", "keep_ratio", "kv_cache_bytes",
+    "frames", "sampling_fps", "declared_frames", "decoded_frames", "warnings", "video_tokens", "text_tokens",
+    "keep_ratio", "kv_cache_bytes",
     "generated_tokens", "video_reused", "input_seconds", "vision_seconds", "prefill_seconds", "decode_seconds",
     "peak_memory_bytes", "peak_memory_kind",
 )
@@ -202,7 +205,9 @@ def request_key(task: str, doc_id: int, uid: str | None) -> tuple:
 
 def read_predictions(prefix: str) -> dict[tuple, dict]:
     """All per-sample lines of all rank files of ``prefix``, keyed by :func:`request_key`.
-    A line cut short by a killed process is skipped; if two lines share a key the first wins."""
+    A line cut short by a killed process is skipped. If two lines share a key (a failed sample
+    answered again with ``retry_failed``), an answer wins over a failure, and of two failures
+    the later; of two answers the first."""
     out: dict[tuple, dict] = {}
     for path in rank_files(prefix):
         with open(path, encoding="utf-8") as f:
@@ -212,7 +217,9 @@ def read_predictions(prefix: str) -> dict[tuple, dict]:
                     key = request_key(rec["task"], rec["doc_id"], rec.get("uid"))
                 except (ValueError, KeyError, TypeError):
                     continue
-                out.setdefault(key, rec)
+                old = out.get(key)
+                if old is None or old.get("error") is not None:
+                    out[key] = rec
     return out
 
 
@@ -272,7 +279,7 @@ class RetakeLMM(lmms):
         get_method(self.method_name, **self.method_args)  # fail now on a bad name or parameter
         self.sampling = SamplingConfig(fps=args["fps"], max_frames=args["max_frames"],
                                        max_long_side=args["max_long_side"], backend=args["backend"],
-                                       resize=args["resize"])
+                                       resize=args["resize"], strict_frames=args["strict_frames"])
         self.engine = EngineConfig(max_context=args["max_context"], chunk_frames=args["chunk_frames"],
                                    max_new_tokens=args["max_new_tokens"], max_guide_tokens=args["max_guide_tokens"],
                                    reforge_positions=args["reforge_positions"],
@@ -283,6 +290,7 @@ class RetakeLMM(lmms):
                                     rope_scaling_factor=args["rope_scaling_factor"])
         self.prefix = args["predictions"]
         self._done: dict[tuple, dict] | None = None  # read lazily: the runner may clear old files first
+        self._answered: set[tuple] = set()  # keys answered by this process (lmms-eval pads with repeats)
         self._out = None
         self._warned: set[str] = set()
         self.reuse = VideoReuse(args["reuse_videos"]) if args["reuse_videos"] > 0 else None
@@ -333,7 +341,7 @@ class RetakeLMM(lmms):
             try:
                 doc = self.task_dict[task][split][doc_id]
                 uid = doc.get("uid") if hasattr(doc, "get") else None
-                if request_key(task, doc_id, uid) not in self._done:
+                if not self._is_done(request_key(task, doc_id, uid)):
                     path = video_of(doc_to_visual, doc)
             except Exception:  # noqa: BLE001 - _answer records the error of this sample
                 path = None
@@ -371,7 +379,7 @@ class RetakeLMM(lmms):
         doc = self.task_dict[task][split][doc_id]
         uid = doc.get("uid") if hasattr(doc, "get") else None
         key = request_key(task, doc_id, uid)
-        if key in self._done:  # resumed, or lmms-eval's padding duplicate of a request
+        if self._is_done(key):  # resumed, or lmms-eval's padding duplicate of a request
             return self._done[key].get("prediction") or ""
         record = {"task": task, "doc_id": int(doc_id), "uid": key[2], "rank": self.rank}
         try:
@@ -383,6 +391,8 @@ class RetakeLMM(lmms):
                                      self.sampling, self._engine_for(gen_kwargs or {}), reuse=self.reuse,
                                      prepared=prepared)
             record.update(prediction=result["answer"], error=None, video=video, **measurements(result))
+            for warning in result.get("warnings", []):
+                tqdm.write(f"[retake] {task} doc {doc_id} (uid {uid}): warning: {warning}", file=sys.stderr)
         except Exception as e:  # noqa: BLE001 - one bad sample never ends the run
             record.update(prediction=None, error=f"{type(e).__name__}: {e}")
             tqdm.write(f"[retake] {task} doc {doc_id} (uid {uid}) failed: {record['error']}", file=sys.stderr)
@@ -390,6 +400,14 @@ class RetakeLMM(lmms):
                 torch.cuda.empty_cache()
         self._save(key, record)
         return record["prediction"] or ""
+
+    def _is_done(self, key: tuple) -> bool:
+        """Answered before (a saved line; with ``retry_failed`` a failure does not count) or by
+        this process already."""
+        if key in self._answered:
+            return True
+        rec = self._done.get(key)
+        return rec is not None and not (self.args["retry_failed"] and rec.get("error") is not None)
 
     def _needs_video(self, video: str) -> bool:
         """Whether the reuse cache lacks ``video`` at the full sampling (then it is decoded)."""
@@ -406,6 +424,7 @@ class RetakeLMM(lmms):
 
     def _save(self, key: tuple, record: dict) -> None:
         self._done[key] = record
+        self._answered.add(key)
         if not self.prefix:
             return
         if self._out is None:

@@ -33,6 +33,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -42,6 +43,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from . import tasks
+from .interrupts import CellInterrupted, sigterm_as_interrupt
 
 SECTIONS = ("model", "method", "dataset", "sampling", "engine", "run")
 REQUIRED = {"model": ("name", "pretrained"), "method": ("name",), "dataset": ("name", "data_root")}
@@ -49,14 +51,17 @@ DEFAULTS = {
     "model": {"dtype": "auto", "attn_implementation": "sdpa", "rope_scaling_factor": None, "device": None,
               "device_map": None},
     "method": {"params": {}},
-    "sampling": {"fps": 2.0, "max_frames": 2048, "max_long_side": 448, "backend": "pyav", "resize": "uint8"},
+    "sampling": {"fps": 2.0, "max_frames": 2048, "max_long_side": 448, "backend": "pyav", "resize": "uint8",
+                 "strict_frames": False},
     "engine": {"max_context": 16384, "chunk_frames": 32, "max_new_tokens": 16, "max_guide_tokens": None,
                "reforge_positions": False},
-    "run": {"results_root": "results/runs", "limit": None, "overwrite": False},
+    "run": {"results_root": "results/runs", "limit": None, "overwrite": False, "retry_failed": False,
+            "max_failed_fraction": 0.05},
 }
 # settings outside the name's explicit fields; a value other than these adds the __s<hash> part
 SETTING_DEFAULTS = {
     "sampling.fps": 2.0, "sampling.max_long_side": 448, "sampling.backend": "pyav", "sampling.resize": "uint8",
+    "sampling.strict_frames": False,
     "engine.chunk_frames": 32, "engine.max_new_tokens": 16, "engine.max_guide_tokens": None,
 }
 PREDICTIONS = "predictions"
@@ -80,6 +85,9 @@ def resolve_config(cfg: Mapping | DictConfig) -> DictConfig:
     limit = merged.run.limit
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"run.limit must be a positive number of samples or null, got {limit!r}")
+    frac = merged.run.max_failed_fraction
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
+        raise ValueError(f"run.max_failed_fraction must be a number in [0, 1], got {frac!r}")
     return merged
 
 
@@ -226,32 +234,69 @@ def model_args(cfg: DictConfig, max_guide_tokens: int | None, predictions: str) 
         "max_new_tokens": cfg.engine.max_new_tokens, "max_guide_tokens": max_guide_tokens,
         "reforge_positions": cfg.engine.reforge_positions, "fps": cfg.sampling.fps,
         "max_frames": cfg.sampling.max_frames, "max_long_side": cfg.sampling.max_long_side,
-        "backend": cfg.sampling.backend, "resize": cfg.sampling.resize, "predictions": predictions,
+        "backend": cfg.sampling.backend, "resize": cfg.sampling.resize,
+        "strict_frames": cfg.sampling.get("strict_frames", False), "predictions": predictions,
         "reuse_videos": cfg.run.get("reuse_videos", 1), "prefetch": cfg.run.get("prefetch", 1),
         "offload_features": cfg.run.get("offload_features", False),
     }
 
 
+def saved_answers(directory: str, task: str) -> int:
+    """Distinct samples of ``task`` with a line in the cell's predictions files."""
+    from .lmms_model import read_predictions
+
+    return sum(key[0] == task for key in read_predictions(os.path.join(directory, PREDICTIONS)))
+
+
+def cell_status(metrics: dict) -> str:
+    """``done`` or ``incomplete`` (more failed samples than ``run.max_failed_fraction``); a
+    metrics.json written before statuses existed is done."""
+    return metrics.get("status", "done")
+
+
 def run_cell(cfg: Mapping | DictConfig) -> dict | None:
     """Run (or resume, or skip) one cell; returns its metrics.json content on rank 0, None on
-    the other ranks."""
+    the other ranks. Ctrl-C / SIGTERM raise :class:`CellInterrupted` (answers so far are kept)."""
     cfg = resolve_config(cfg)
     directory = os.path.abspath(os.path.join(cfg.run.results_root, cell_name(cfg)))
+    state = {"total": None}
+    try:
+        with sigterm_as_interrupt():
+            return _run_cell(cfg, directory, state)
+    except KeyboardInterrupt as e:
+        task = tasks.task_name(cfg.dataset.name)
+        raise CellInterrupted(directory, saved_answers(directory, task), state["total"],
+                              getattr(e, "signum", signal.SIGINT)) from None
+
+
+def _run_cell(cfg: DictConfig, directory: str, state: dict) -> dict | None:
     rank = int(os.environ.get("RANK", "0"))
     metrics_path = os.path.join(directory, "metrics.json")
+    retry = bool(cfg.run.retry_failed)
     if not cfg.run.overwrite:
         check_same_cell(cfg, directory)
         if os.path.exists(metrics_path):
-            log(rank, f"cell done, skipped: {directory}")
-            return read_json(metrics_path) if rank == 0 else None
+            stored = read_json(metrics_path)
+            status = cell_status(stored)
+            if status == "done" and not retry:
+                log(rank, f"cell done, skipped: {directory}")
+                return stored if rank == 0 else None
+            failed = len(stored.get("failures", []))
+            why = "run.retry_failed=true" if retry else f"incomplete: {failed} failed samples"
+            log(rank, f"cell {directory}: {why}; answering the {failed} failed samples again")
+            retry = True  # an incomplete cell is never taken as done: its failures are retried
 
-    from .datasets import get_dataset
+    from .datasets import ensure_data, get_dataset
     from .lmms_model import RetakeLMM, model_args_string
 
     spec = get_dataset(cfg.dataset.name)
+    ensure_data(spec, cfg.dataset.data_root, log=lambda m: log(rank, m))
     samples = spec.load(cfg.dataset.data_root)  # on every rank: bad data fails everywhere, before the model loads
+    state["total"] = len(samples[: cfg.run.limit])
+    ensure_model(cfg.model, log=lambda m: log(rank, m))
     guide = cfg.engine.max_guide_tokens if cfg.engine.max_guide_tokens is not None else spec.max_guide_tokens
     args = model_args(cfg, guide, os.path.join(directory, PREDICTIONS))
+    args["retry_failed"] = retry
     lm = RetakeLMM(**args)  # every rank; sets up the process group when WORLD_SIZE > 1
     task_dir = os.path.join(directory, "task")
     if rank == 0:
@@ -261,7 +306,7 @@ def run_cell(cfg: Mapping | DictConfig) -> dict | None:
         write_atomic(os.path.join(directory, "config.yaml"), OmegaConf.to_yaml(cfg))
         tasks.write_task(cfg.dataset.name, samples, task_dir, limit=cfg.run.limit,
                          max_new_tokens=cfg.engine.max_new_tokens)
-        log(rank, f"cell {directory}: {len(samples[: cfg.run.limit])} samples, {lm.world_size} process(es)")
+        log(rank, f"cell {directory}: {state['total']} samples, {lm.world_size} process(es)")
     barrier(lm)  # the others read the task folder and the (cleared) predictions files after this
     task = tasks.task_name(cfg.dataset.name)
     start = time.perf_counter()
@@ -272,6 +317,20 @@ def run_cell(cfg: Mapping | DictConfig) -> dict | None:
     timing = {"evaluate_seconds": round(time.perf_counter() - start, 3),
               "rank0_input_wait_seconds": round(lm.input_wait_seconds, 3)}
     return finalize(cfg, directory, task, spec, results, lm.world_size, timing)
+
+
+def ensure_model(model_cfg, log=print) -> bool:
+    """A model config with ``tiny_arch`` (the tiny random test models) whose ``pretrained``
+    directory does not exist yet gets it written now (``retake tiny-model``); returns whether."""
+    arch = model_cfg.get("tiny_arch")
+    path = str(model_cfg.pretrained)
+    if not arch or os.path.exists(path):
+        return False
+    from ..tiny import write_tiny_model_atomic
+
+    log(f"model {model_cfg.name}: no checkpoint at {path}; writing it now (`retake tiny-model --arch {arch} {path}`)")
+    write_tiny_model_atomic(arch, path)
+    return True
 
 
 def barrier(lm) -> None:
@@ -344,7 +403,13 @@ def finalize(cfg: DictConfig, directory: str, task: str, spec, results: dict, nu
     if not same_number(ours, theirs):
         log(0, f"WARNING: our {spec.primary} {ours} differs from lmms-eval's aggregate {theirs} ({task})")
     full, _ = method_params(cfg.method.name, cfg.method.params)
+    failures = [{"uid": r["uid"], "error": r["error"]} for r in records if r["error"] is not None]
+    failed_fraction = len(failures) / len(records) if records else 0.0
+    status = "incomplete" if failed_fraction > cfg.run.max_failed_fraction else "done"
     result = {
+        "status": status,
+        "failed_fraction": round(failed_fraction, 6),
+        "max_failed_fraction": cfg.run.max_failed_fraction,
         "cell": {
             "model": cfg.model.name, "method": cfg.method.name, "dataset": cfg.dataset.name,
             "max_context": cfg.engine.max_context, "max_frames": cfg.sampling.max_frames, "method_params": full,
@@ -353,7 +418,9 @@ def finalize(cfg: DictConfig, directory: str, task: str, spec, results: dict, nu
         },
         "metrics": metrics,
         "primary": spec.primary,
-        "failures": [{"uid": r["uid"], "error": r["error"]} for r in records if r["error"] is not None],
+        "failures": failures,
+        # samples answered with a warning (a video whose header declares more frames than decode)
+        "warnings": [{"uid": r["uid"], "warning": w} for r in records for w in (r.get("warnings") or [])],
         "versions": versions(),
         "num_processes": num_processes,
         "throughput": throughput(records, timing),
@@ -361,7 +428,11 @@ def finalize(cfg: DictConfig, directory: str, task: str, spec, results: dict, nu
     }
     write_atomic(os.path.join(directory, "metrics.json"), json.dumps(result, indent=2, default=str) + "\n")
     log(0, f"{cfg.dataset.name} {spec.primary} = {ours} ({metrics.get('num_samples')} samples, "
-           f"{len(result['failures'])} failed): {directory}")
+           f"{len(failures)} failed): {directory}")
+    if status == "incomplete":
+        log(0, f"WARNING: cell incomplete: {len(failures)} of {len(records)} samples failed (more than "
+               f"run.max_failed_fraction={cfg.run.max_failed_fraction}); rerunning the same command answers them "
+               f"again (errors in {os.path.join(directory, 'metrics.json')}, e.g. {failures[0]['error']})")
     return result
 
 
@@ -385,8 +456,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not os.path.isfile(args.config):
         parser.error(f"config file not found: {args.config}")
+    from ..run import guarded
+
     cfg = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.overrides))
-    result = run_cell(cfg)
+    result = guarded(run_cell, cfg)
     if result is not None:
         print(json.dumps({"primary": result["primary"], "score": result["metrics"].get(result["primary"]),
                           "num_samples": result["metrics"].get("num_samples"), "failures": len(result["failures"])}))

@@ -67,6 +67,8 @@ SUBMETRIC_ALIASES = {
 }
 
 
+# a cell's status (metrics.json "status"; files written before statuses existed are done)
+STATUSES = ("done", "incomplete")
 # flattened columns of a cell that are not metrics
 NOT_METRICS = ("method_params/", "versions/")
 
@@ -128,9 +130,13 @@ def read_cell(path) -> dict:
     if not isinstance(params, dict):
         raise MetricsError(f"{path}: cell.method_params is not an object")
     fields = {k: v for k, v in cell.items() if k != "method_params"}
+    status = data.get("status", "done")
+    if status not in STATUSES:
+        raise MetricsError(f"{path}: status {status!r} is not one of {', '.join(STATUSES)}")
     return {
         **flatten(fields), "method_params": format_params(params), **flatten(params, "method_params/"),
         "primary": primary, "score": math.nan if score is None else float(score),
+        "status": status, "failed_fraction": float(data.get("failed_fraction", 0.0)),
         **flatten(metrics), **flatten(data.get("versions") or {}, "versions/"), "path": str(path.parent),
         "variant": variant(path.parent.name),
     }
@@ -156,7 +162,7 @@ def collect(runs_root) -> pd.DataFrame:
         except MetricsError as e:
             warnings.warn(f"skipping malformed metrics.json: {e}", stacklevel=2)
             skipped.append(str(path))
-    base = [*KEY_COLUMNS, "method_params", "primary", "score", "path", "variant"]
+    base = [*KEY_COLUMNS, "method_params", "primary", "score", "status", "failed_fraction", "path", "variant"]
     df = pd.DataFrame(rows, columns=list(dict.fromkeys(base + [k for r in rows for k in r])))
     df.attrs["skipped"] = skipped
     return df
