@@ -230,9 +230,10 @@ def test_videomme_score_by_hand():
     assert list(out["per_duration"]) == ["short", "medium", "long"]
     assert {k: v["accuracy"] for k, v in out["per_duration"].items()} == {"short": 50.0, "medium": 0.0, "long": 50.0}
     assert list(out["per_task_type"]) == ["Temporal Perception", "OCR Problems"]  # official order
-    assert out["per_task_type"]["Temporal Perception"] == {"accuracy": 50.0, "num_samples": 2, "num_correct": 1}
+    assert {k: v for k, v in out["per_task_type"]["Temporal Perception"].items() if "ci95" not in k} == {"accuracy": 50.0, "num_samples": 2, "num_correct": 1}
     assert out["per_task_type"]["OCR Problems"]["accuracy"] == pytest.approx(100 / 3)
-    assert list(out)[:5] == ["accuracy", "num_samples", "num_correct", "num_unparsable", "num_failed"]
+    assert list(out)[:7] == ["accuracy", "accuracy_ci95_low", "accuracy_ci95_high", "num_samples", "num_correct",
+                             "num_unparsable", "num_failed"]
 
 
 def test_mlvu_m_avg_ignores_absent_types():
@@ -259,7 +260,7 @@ def test_longvideobench_score_by_hand():
     assert list(out["per_duration_group"]) == ["15", "600", "3600"]
     assert {k: v["accuracy"] for k, v in out["per_duration_group"].items()} == {"15": 0.0, "600": 100.0, "3600": 50.0}
     assert list(out["per_question_category"]) == ["E2O", "S2E", "TOS"]
-    assert out["per_question_category"]["S2E"] == {"accuracy": 50.0, "num_samples": 2, "num_correct": 1}
+    assert {k: v for k, v in out["per_question_category"]["S2E"].items() if "ci95" not in k} == {"accuracy": 50.0, "num_samples": 2, "num_correct": 1}
 
 
 def test_lvbench_multi_type_questions_count_in_each():
@@ -403,3 +404,25 @@ def test_prepare_lvbench(tmp_path, roots, capsys):
 def test_prepare_scripts_have_help(name):
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), "--help"], check=False, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "--out" in res.stdout
+
+
+def test_every_accuracy_has_its_95_percent_interval():
+    """Wilson intervals against published values (5/10: 23.7-76.3 %, 0/10: 0-27.8 %), present for
+    the headline and every breakdown group; MLVU's m_avg gets a seeded stratified bootstrap
+    interval that holds the estimate and narrows with more questions."""
+    from retake.harness.scoring import m_avg_interval, wilson_interval
+
+    assert wilson_interval(5, 10) == pytest.approx((23.659, 76.341), abs=1e-3)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 27.753), abs=1e-3)
+    assert wilson_interval(10, 10)[1] == 100.0 and wilson_interval(0, 0) == (None, None)
+    recs = [rec(str(i), "A" if i % 4 else "B", "A", duration="long", task_type="OCR Problems") for i in range(40)]
+    out = D.get_dataset("videomme").score(recs)
+    assert out["accuracy"] == 75.0 and (out["accuracy_ci95_low"], out["accuracy_ci95_high"]) == wilson_interval(30, 40)
+    for group in (out["per_duration"]["long"], out["per_task_type"]["OCR Problems"]):
+        assert (group["accuracy_ci95_low"], group["accuracy_ci95_high"]) == wilson_interval(30, 40)
+    mlvu = [rec(f"{t}/{i}", "A" if i % 2 else "B", "A", question_type=t) for t in ("plotQA", "needle") for i in range(20)]
+    m = D.get_dataset("mlvu_dev").score(mlvu)
+    assert m["m_avg_ci95_low"] < m["m_avg"] == 50.0 < m["m_avg_ci95_high"]
+    assert D.get_dataset("mlvu_dev").score(mlvu)["m_avg_ci95_low"] == m["m_avg_ci95_low"]  # seeded
+    wide, narrow = m_avg_interval([(5, 10), (5, 10)]), m_avg_interval([(50, 100), (50, 100)])
+    assert wide[1] - wide[0] > narrow[1] - narrow[0] > 0

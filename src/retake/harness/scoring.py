@@ -16,13 +16,20 @@ Rules shared by every benchmark:
 - a breakdown lists only the groups present in the records: an absent group is never
   scored as 0 (MLVU in lmms-eval does that with ``--limit``);
 - output key order is fixed (known groups in the benchmark's official order, then any
-  unknown ones sorted), so ``metrics.json`` files diff cleanly.
+  unknown ones sorted), so ``metrics.json`` files diff cleanly;
+- every accuracy comes with a 95 % confidence interval, ``<name>_ci95_low`` /
+  ``<name>_ci95_high`` (percent): the Wilson score interval of the binomial proportion for an
+  accuracy (:func:`wilson_interval`); for MLVU's ``m_avg`` (a mean of per-type accuracies) a
+  stratified percentile bootstrap, resampling within each type, seeded (:func:`m_avg_interval`).
+  Both treat questions as independent; questions on one video are not, so the intervals are
+  somewhat narrow for benchmarks with many questions per video.
 
 Every ``score_*`` function is pure: ``list[record] -> dict``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 VIDEOMME_DURATIONS = ("short", "medium", "long")
@@ -90,12 +97,50 @@ def percent(num: int, den: int) -> float | None:
     return 100.0 * num / den if den else None
 
 
+Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
+
+
+def wilson_interval(num: int, den: int, z: float = Z95) -> tuple[float | None, float | None]:
+    """The Wilson score interval of ``num / den``, in percent; (None, None) for ``den = 0``.
+    Unlike the normal approximation it stays inside [0, 100] and is not empty at 0 or 100 %."""
+    if not den:
+        return None, None
+    p = num / den
+    centre = (p + z * z / (2 * den)) / (1 + z * z / den)
+    half = z * math.sqrt(p * (1 - p) / den + z * z / (4 * den * den)) / (1 + z * z / den)
+    low = 0.0 if num == 0 else 100.0 * max(0.0, centre - half)  # (exact at the ends, not 99.99...)
+    high = 100.0 if num == den else 100.0 * min(1.0, centre + half)
+    return low, high
+
+
+def with_interval(name: str, num: int, den: int) -> dict:
+    """``{name: percent, name_ci95_low, name_ci95_high}`` (Wilson)."""
+    low, high = wilson_interval(num, den)
+    return {name: percent(num, den), f"{name}_ci95_low": low, f"{name}_ci95_high": high}
+
+
+def m_avg_interval(groups: list[tuple[int, int]], resamples: int = 10000, seed: int = 0) -> tuple[float | None, float | None]:
+    """95 % percentile interval of the mean of per-group accuracies (percent) by a stratified
+    bootstrap: each group ``(num_correct, num_samples)`` resampled with replacement on its own,
+    ``resamples`` times, seeded (the same records always give the same interval). A resampled
+    group's correct count is Binomial(n, k / n), which is drawn directly."""
+    groups = [(k, n) for k, n in groups if n]
+    if not groups:
+        return None, None
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    means = np.mean([rng.binomial(n, k / n, size=resamples) / n for k, n in groups], axis=0) * 100.0
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(low), float(high)
+
+
 def counts(records: list[Record]) -> dict:
-    """The keys every benchmark reports: accuracy (%), num_samples, num_correct,
-    num_unparsable, num_failed."""
+    """The keys every benchmark reports: accuracy (%) with its interval, num_samples,
+    num_correct, num_unparsable, num_failed."""
     n_correct = sum(map(is_correct, records))
     return {
-        "accuracy": percent(n_correct, len(records)),
+        **with_interval("accuracy", n_correct, len(records)),
         "num_samples": len(records),
         "num_correct": n_correct,
         "num_unparsable": sum(map(is_unparsable, records)),
@@ -110,7 +155,8 @@ def _ordered(keys: Iterable[str], known: Iterable[str]) -> list[str]:
 
 
 def breakdown(records: list[Record], groups_of: Callable[[Record], list[str]], known: Iterable[str] = ()) -> dict:
-    """Accuracy per group: ``{group: {"accuracy", "num_samples", "num_correct"}}``.
+    """Accuracy per group: ``{group: {"accuracy", "accuracy_ci95_low", "accuracy_ci95_high",
+    "num_samples", "num_correct"}}``.
 
     ``groups_of(record)`` lists the groups a record belongs to (several for an LVBench
     question with several types: it counts in each). Only groups present appear, ``known``
@@ -122,7 +168,8 @@ def breakdown(records: list[Record], groups_of: Callable[[Record], list[str]], k
     out = {}
     for g in _ordered(members, known):
         n_correct = sum(map(is_correct, members[g]))
-        out[g] = {"accuracy": percent(n_correct, len(members[g])), "num_samples": len(members[g]), "num_correct": n_correct}
+        out[g] = {**with_interval("accuracy", n_correct, len(members[g])), "num_samples": len(members[g]),
+                  "num_correct": n_correct}
     return out
 
 
@@ -156,8 +203,11 @@ def score_mlvu_dev(records: list[Record]) -> dict:
     check_records(records)
     per_type = breakdown(records, _meta("question_type"), MLVU_DEV_TYPES)
     accs = [v["accuracy"] for v in per_type.values()]
+    low, high = m_avg_interval([(v["num_correct"], v["num_samples"]) for v in per_type.values()])
     return {
         "m_avg": sum(accs) / len(accs) if accs else None,
+        "m_avg_ci95_low": low,
+        "m_avg_ci95_high": high,
         **counts(records),
         "per_question_type": per_type,
     }
