@@ -162,6 +162,9 @@ def test_device_map_reaches_the_loader(bench, monkeypatch):
 
     from lmms_eval.utils import simple_parse_args_string
 
+    from retake.harness.schema import register
+
+    register()
     conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
     GlobalHydra.instance().clear()
     try:
@@ -296,8 +299,25 @@ def test_end_to_end_every_benchmark_format(runs, bench, fmt):
     assert stored["cell"] == {"model": "tiny_qwen2_vl", "method": "adaretake", "dataset": fmt, "max_context": 1024,
                               "max_frames": 8, "reforge_positions": False, "rope_scaling_factor": None, "fps": 2.0,
                               "method_params": {"temporal_allocation": True, "layer_allocation": "adaptive",
-                                                "r_min": 0.001, "w_min": 1.0}}
+                                                "r_min": 0.001, "w_min": 1.0},
+                              "settings": {"engine.chunk_frames": 4, "engine.max_new_tokens": 3,
+                                           "sampling.backend": "decord", "sampling.max_long_side": 56},
+                              "limit": None}
     assert set(stored["versions"]) == {"retake", "torch", "transformers", "lmms_eval"}
+    # the efficiency block, recomputed from the prediction lines; chance from the options
+    eff = stored["efficiency"]
+    mean = lambda key: sum(r[key] for r in records) / len(records)  # noqa: E731
+    assert eff["num_samples"] == len(records)
+    for r in records:
+        assert r["achieved_keep_ratio"] == pytest.approx(r["kept_video_tokens_mean"] / r["full_video_tokens"])
+        assert r["kv_bytes_per_layer"] > 0
+    assert eff["achieved_keep_ratio"]["mean"] == pytest.approx(mean("achieved_keep_ratio"))
+    assert 0 < eff["achieved_keep_ratio"]["mean"] <= 1
+    assert eff["kv_tokens_per_layer"]["mean"] == pytest.approx(mean("kv_tokens_mean"))
+    assert eff["prefill_seconds"]["total"] == pytest.approx(sum(r["prefill_seconds"] for r in records))
+    assert eff["peak_memory_bytes"]["max"] == max(r["peak_memory_bytes"] for r in records)
+    assert eff["samples_per_hour"] == stored["throughput"]["samples_per_hour"] > 0
+    assert stored["chance_accuracy"] == pytest.approx(100 * sum(1 / len(s.options) for s in samples.values()) / len(samples))
     assert OmegaConf.to_container(OmegaConf.load(os.path.join(directory, "config.yaml")))["dataset"]["name"] == fmt
 
 
@@ -373,6 +393,9 @@ def test_paper_table_cells_never_collide():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from retake.harness.schema import register
+
+    register()
     conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
     GlobalHydra.instance().clear()
     try:
@@ -510,16 +533,18 @@ def test_an_interrupt_says_what_is_saved_and_resumes(bench, reference, tmp_path,
     assert stable(read_lines(os.path.join(directory, "predictions.jsonl"))) == stable(ref_records)
 
 
-def test_an_incomplete_cell_is_retried_not_skipped(bench, tmp_path, capsys):
+def test_an_incomplete_cell_is_retried_not_skipped(bench, tmp_path, caplog):
     """Half the samples fail (a missing and a corrupt video): the cell is written as incomplete
     (status, failed fraction, in metrics.json and the tables), never skipped as done; the next
     run answers the failed samples again and only those; once the missing video is there it is
     answered; under a looser run.max_failed_fraction the cell is done and then skipped;
     run.retry_failed=true answers a done cell's failures again."""
+    import logging
     import shutil
 
     from retake.harness.tables import collect
 
+    caplog.set_level(logging.INFO, logger="retake")
     data = tmp_path / "data"
     shutil.copytree(bench["broken"], data, symlinks=True)
     cfg = cell(bench["tiny"], "synthetic", str(data), tmp_path / "runs")
@@ -527,13 +552,13 @@ def test_an_incomplete_cell_is_retried_not_skipped(bench, tmp_path, capsys):
     rank0 = os.path.join(directory, "predictions.rank0.jsonl")
     first = run_cell(cfg)
     assert first["status"] == "incomplete" and first["failed_fraction"] == 0.5 and len(first["failures"]) == 4
-    assert "cell incomplete: 4 of 8 samples failed" in capsys.readouterr().err
+    assert "cell incomplete: 4 of 8 samples failed" in caplog.text
     row = collect(tmp_path / "runs").iloc[0]
     assert row["status"] == "incomplete" and row["failed_fraction"] == 0.5
     assert count_lines(rank0) == 8
     # not skipped: the four failures are answered again (and fail again), the others kept
     again = run_cell(cfg)
-    assert "answering the 4 failed samples again" in capsys.readouterr().err
+    assert "answering the 4 failed samples again" in caplog.text
     assert count_lines(rank0) == 12 and again["status"] == "incomplete" and len(again["failures"]) == 4
     # the missing video put back: those questions are answered now
     samples = get_dataset("synthetic").load(str(data))

@@ -228,6 +228,7 @@ def answer_question(
         return pv, False
 
     pv, reused = get(sampling.max_frames)
+    full_video_tokens = pv.inputs.num_tokens  # at the requested sampling, before a method refits it
     prompt = adapter.build_prompt(question, pv.inputs, system_prompt=system_prompt)
     if getattr(method, "fits_frames_to_context", False):
         # a step's cost includes the text some families interleave per step (Qwen3-VL's timestamps)
@@ -245,6 +246,7 @@ def answer_question(
     out = runner.run(pv.inputs, prompt, method, features=features)
     vision_seconds += out.vision_seconds
     peak = out.peak_memory_bytes
+    kept = out.kept_video_tokens_per_layer
     return {
         "answer": adapter.decode(out.tokens),
         "method": method.name,
@@ -258,7 +260,11 @@ def answer_question(
         "video_tokens": out.video_tokens,
         "text_tokens": out.text_tokens,
         "keep_ratio": out.keep_ratio,
-        "kept_video_tokens_per_layer": out.kept_video_tokens_per_layer,
+        # video tokens at the requested frames (uniform samples fewer) and the share of them the
+        # cache holds, mean over layers: the compression actually achieved
+        "full_video_tokens": full_video_tokens,
+        "achieved_keep_ratio": sum(kept) / len(kept) / full_video_tokens if kept and full_video_tokens else None,
+        "kept_video_tokens_per_layer": kept,
         "kv_tokens_per_layer": out.kv_tokens_per_layer,
         "kv_cache_bytes": out.kv_cache_bytes,
         "generated_tokens": len(out.tokens),

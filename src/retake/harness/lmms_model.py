@@ -29,6 +29,7 @@ from __future__ import annotations
 import gc
 import glob
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -38,11 +39,15 @@ from typing import Any
 import torch
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from .. import log
 
 from ..engine import EngineConfig
 from ..methods import get_method
 from ..models import load_adapter
 from ..pipeline import Prefetcher, SamplingConfig, VideoReuse, answer_question, video_key
+from .schema import default
 
 MODEL_NAME = "retake"
 _NONE = {"", "none", "null"}
@@ -88,31 +93,32 @@ def _int(v: Any) -> int:
 
 
 # model_args: name -> (converter, default)
+# model_args: name -> (converter, default); the defaults are the cell schema's (retake.harness.schema)
 MODEL_ARGS: dict[str, tuple[Callable, Any]] = {
     "pretrained": (str, None),
-    "dtype": (str, "auto"),
+    "dtype": (str, default("model.dtype")),
     "device": (_opt(str), None),
     "device_map": (_opt(_device_map), None),  # model parallel: one replica over several devices
-    "attn_implementation": (str, "sdpa"),
+    "attn_implementation": (str, default("model.attn_implementation")),
     "rope_scaling_factor": (_opt(float), None),
     "method": (str, "none"),
     "method_args": (_json_dict, None),
-    "max_context": (_int, 16384),
-    "chunk_frames": (_int, 32),
-    "max_new_tokens": (_int, 16),
-    "max_guide_tokens": (_opt(_int), None),
-    "reforge_positions": (_bool, False),
-    "fps": (float, 2.0),
-    "max_frames": (_int, 2048),
-    "max_long_side": (_int, 448),
-    "backend": (str, "pyav"),
-    "resize": (str, "uint8"),
-    "strict_frames": (_bool, False),  # refuse files whose header declares more frames than decode
+    "max_context": (_int, default("engine.max_context")),
+    "chunk_frames": (_int, default("engine.chunk_frames")),
+    "max_new_tokens": (_int, default("engine.max_new_tokens")),
+    "max_guide_tokens": (_opt(_int), default("engine.max_guide_tokens")),
+    "reforge_positions": (_bool, default("engine.reforge_positions")),
+    "fps": (float, default("sampling.fps")),
+    "max_frames": (_int, default("sampling.max_frames")),
+    "max_long_side": (_int, default("sampling.max_long_side")),
+    "backend": (str, default("sampling.backend")),
+    "resize": (str, default("sampling.resize")),
+    "strict_frames": (_bool, default("sampling.strict_frames")),  # refuse files whose header declares more frames than decode
     "predictions": (_opt(str), None),
-    "reuse_videos": (_int, 1),  # videos whose inputs + vision features are kept for their next questions
-    "prefetch": (_int, 1),  # videos decoded ahead in a background thread
-    "offload_features": (_bool, False),  # the video's input embeddings in CPU memory (EngineConfig)
-    "retry_failed": (_bool, False),  # answer again the samples whose saved line is a failure
+    "reuse_videos": (_int, default("run.reuse_videos")),  # videos whose inputs + vision features are kept for their next questions
+    "prefetch": (_int, default("run.prefetch")),  # videos decoded ahead in a background thread
+    "offload_features": (_bool, default("run.offload_features")),  # the video's input embeddings in CPU memory
+    "retry_failed": (_bool, default("run.retry_failed")),  # answer again the samples whose saved line is a failure
 }
 # passed by lmms-eval itself (create_from_arg_string's additional config); accepted, unused
 LMMS_EVAL_ARGS = ("batch_size", "max_batch_size")
@@ -120,7 +126,7 @@ LMMS_EVAL_ARGS = ("batch_size", "max_batch_size")
 # what answer_question measures that a predictions line keeps (lists are summarised)
 MEASUREMENTS = (
     "frames", "sampling_fps", "declared_frames", "decoded_frames", "warnings", "video_tokens", "text_tokens",
-    "keep_ratio", "kv_cache_bytes",
+    "full_video_tokens", "keep_ratio", "achieved_keep_ratio", "kv_cache_bytes",
     "generated_tokens", "video_reused", "input_seconds", "vision_seconds", "prefill_seconds", "decode_seconds",
     "peak_memory_bytes", "peak_memory_kind",
 )
@@ -255,6 +261,7 @@ def measurements(result: dict) -> dict:
     kept = result.get("kept_video_tokens_per_layer") or []
     out["kv_tokens_mean"] = sum(kv) / len(kv) if kv else None
     out["kept_video_tokens_mean"] = sum(kept) / len(kept) if kept else None
+    out["kv_bytes_per_layer"] = result["kv_cache_bytes"] / len(kv) if kv and result.get("kv_cache_bytes") is not None else None
     return out
 
 
@@ -274,7 +281,7 @@ class RetakeLMM(lmms):
         if accelerator is not None:
             self.accelerator = accelerator
         if batch_size not in (None, 1, "1"):
-            print(f"[retake] batch_size={batch_size} ignored: requests run one at a time", file=sys.stderr)
+            log.info(f"batch_size={batch_size} ignored: requests run one at a time")
         self.method_name, self.method_args = args["method"], args["method_args"]
         get_method(self.method_name, **self.method_args)  # fail now on a bad name or parameter
         self.sampling = SamplingConfig(fps=args["fps"], max_frames=args["max_frames"],
@@ -320,9 +327,11 @@ class RetakeLMM(lmms):
         bar = tqdm(total=len(requests), desc=f"retake rank {self.rank}", disable=self.rank != 0, file=sys.stderr, leave=False,
                    dynamic_ncols=True)
         try:
-            for i in order:
-                answers[i] = self._answer(*requests[i].args, prefetch=prefetch)
-                bar.update(1)
+            # log lines (a failed sample) are printed above the bar instead of through it
+            with logging_redirect_tqdm(loggers=[logging.root, log.get_logger()]):
+                for i in order:
+                    answers[i] = self._answer(*requests[i].args, prefetch=prefetch)
+                    bar.update(1)
         finally:
             bar.close()
             if prefetch is not None:
@@ -392,10 +401,10 @@ class RetakeLMM(lmms):
                                      prepared=prepared)
             record.update(prediction=result["answer"], error=None, video=video, **measurements(result))
             for warning in result.get("warnings", []):
-                tqdm.write(f"[retake] {task} doc {doc_id} (uid {uid}): warning: {warning}", file=sys.stderr)
+                log.warning(f"{task} doc {doc_id} (uid {uid}): {warning}")
         except Exception as e:  # noqa: BLE001 - one bad sample never ends the run
             record.update(prediction=None, error=f"{type(e).__name__}: {e}")
-            tqdm.write(f"[retake] {task} doc {doc_id} (uid {uid}) failed: {record['error']}", file=sys.stderr)
+            log.warning(f"{task} doc {doc_id} (uid {uid}) failed: {record['error']}")
             if self._device.type == "cuda":
                 torch.cuda.empty_cache()
         self._save(key, record)
@@ -418,7 +427,7 @@ class RetakeLMM(lmms):
         sampled = float(gen_kwargs.get("temperature") or 0) > 0 or gen_kwargs.get("do_sample")
         if sampled and "sampling" not in self._warned:
             self._warned.add("sampling")
-            print("[retake] temperature / do_sample ignored: the engine decodes greedily", file=sys.stderr)
+            log.info("temperature / do_sample ignored: the engine decodes greedily")
         n = gen_kwargs.get("max_new_tokens")
         return replace(self.engine, max_new_tokens=int(n)) if n is not None else self.engine
 

@@ -21,7 +21,7 @@ The cell directory (``docs/harness.md``)::
 
 ``m``: 8 hex digits of sha1 over the method parameters that differ from the method's
 defaults (sorted JSON); ``s``: the same over the sampling / engine settings that differ from
-:data:`SETTING_DEFAULTS`; ``limit<N>``: a run on the first N samples only. Settings not in the
+their schema defaults (:data:`SETTING_KEYS`); ``limit<N>``: a run on the first N samples only. Settings not in the
 name (model dtype and RoPE scaling) are checked against the directory's ``config.yaml``: a
 mismatch fails instead of mixing runs.
 """
@@ -46,49 +46,57 @@ from . import tasks
 from .interrupts import CellInterrupted, sigterm_as_interrupt
 
 SECTIONS = ("model", "method", "dataset", "sampling", "engine", "run")
-REQUIRED = {"model": ("name", "pretrained"), "method": ("name",), "dataset": ("name", "data_root")}
-DEFAULTS = {
-    "model": {"dtype": "auto", "attn_implementation": "sdpa", "rope_scaling_factor": None, "device": None,
-              "device_map": None},
-    "method": {"params": {}},
-    "sampling": {"fps": 2.0, "max_frames": 2048, "max_long_side": 448, "backend": "pyav", "resize": "uint8",
-                 "strict_frames": False},
-    "engine": {"max_context": 16384, "chunk_frames": 32, "max_new_tokens": 16, "max_guide_tokens": None,
-               "reforge_positions": False},
-    "run": {"results_root": "results/runs", "limit": None, "overwrite": False, "retry_failed": False,
-            "max_failed_fraction": 0.05},
-}
-# settings outside the name's explicit fields; a value other than these adds the __s<hash> part
-SETTING_DEFAULTS = {
-    "sampling.fps": 2.0, "sampling.max_long_side": 448, "sampling.backend": "pyav", "sampling.resize": "uint8",
-    "sampling.strict_frames": False,
-    "engine.chunk_frames": 32, "engine.max_new_tokens": 16, "engine.max_guide_tokens": None,
-}
+# settings outside the name's explicit fields; a value other than its default (retake.harness.schema)
+# adds the __s<hash> part
+SETTING_KEYS = ("sampling.fps", "sampling.max_long_side", "sampling.backend", "sampling.resize",
+                "sampling.strict_frames", "engine.chunk_frames", "engine.max_new_tokens", "engine.max_guide_tokens")
 PREDICTIONS = "predictions"
+
+
+def setting_defaults() -> dict:
+    """:data:`SETTING_KEYS` with their schema defaults."""
+    from .schema import default
+
+    return {key: default(key) for key in SETTING_KEYS}
 
 
 # -- config -------------------------------------------------------------------------------
 
-def resolve_config(cfg: Mapping | DictConfig) -> DictConfig:
-    """The cell config with defaults filled in and interpolations resolved; missing required
-    keys fail naming them. Keys outside the six sections (Hydra's logger, ...) are kept."""
-    raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    missing = [f"{s}.{k}" for s, keys in REQUIRED.items() for k in keys if not (raw.get(s) or {}).get(k)]
-    if missing:
-        raise ValueError(f"cell config lacks {', '.join(missing)}; sections: {', '.join(SECTIONS)}")
-    filled = {s: {**DEFAULTS.get(s, {}), **(raw.get(s) or {})} for s in SECTIONS}
-    # keys in the order given, defaults after them; sections first, in SECTIONS order
-    ordered = {s: {**(raw.get(s) or {}), **filled[s]} for s in SECTIONS}
-    merged = OmegaConf.create({**ordered, **{k: v for k, v in raw.items() if k not in SECTIONS}})
-    if merged.method.params is None:
-        merged.method.params = {}
-    limit = merged.run.limit
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"run.limit must be a positive number of samples or null, got {limit!r}")
-    frac = merged.run.max_failed_fraction
-    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
-        raise ValueError(f"run.max_failed_fraction must be a number in [0, 1], got {frac!r}")
-    return merged
+def _known_keys(raw: dict, schema) -> dict:
+    """``raw`` without the keys ``schema`` (a dataclass) does not have, recursively through the
+    dataclass-typed fields (an old cell's config.yaml may hold keys since removed)."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    out = {}
+    for k, v in raw.items():
+        if k not in fields:
+            continue
+        sub = fields[k].type
+        sub = getattr(sys.modules[schema.__module__], sub, None) if isinstance(sub, str) else sub
+        out[k] = _known_keys(v, sub) if dataclasses.is_dataclass(sub) and isinstance(v, dict) else v
+    return out
+
+
+def resolve_config(cfg: Mapping | DictConfig, strict: bool = True) -> DictConfig:
+    """The cell config checked against the schema (``retake.harness.schema``): defaults filled
+    in, interpolations resolved, types, choices and ranges checked; a missing required key, an
+    unknown key, a wrong type or value raises ValueError naming the key. Choices come back as
+    their strings. ``strict=False`` drops unknown keys instead (reading an older cell's file)."""
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    from .schema import RetakeConfig
+
+    raw = OmegaConf.to_container(OmegaConf.create(cfg) if not isinstance(cfg, DictConfig) else cfg, resolve=True)
+    raw.pop("hydra", None)
+    if not strict:
+        raw = _known_keys(raw, RetakeConfig)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RetakeConfig), raw)
+        OmegaConf.to_object(merged)  # the sections' range checks (__post_init__); fails on a missing key
+    except MissingMandatoryValue as e:
+        raise ValueError(f"cell config lacks {e.full_key}; sections: {', '.join(SECTIONS)}") from None
+    except OmegaConfBaseException as e:
+        raise ValueError(f"cell config: {e.full_key}: {e.msg}") from None
+    return OmegaConf.create(OmegaConf.to_container(merged, resolve=True, enum_to_str=True))
 
 
 def method_params(name: str, params: Mapping) -> tuple[dict, dict]:
@@ -116,9 +124,9 @@ def short_hash(obj: Any) -> str:
 
 
 def changed_settings(cfg: DictConfig) -> dict:
-    """The sampling / engine settings that differ from :data:`SETTING_DEFAULTS`."""
+    """The sampling / engine settings that differ from their defaults (:data:`SETTING_KEYS`)."""
     out = {}
-    for key, default in SETTING_DEFAULTS.items():
+    for key, default in setting_defaults().items():
         value = OmegaConf.select(cfg, key)
         if isinstance(default, float) and isinstance(value, int):
             value = float(value)
@@ -166,7 +174,7 @@ def check_same_cell(cfg: DictConfig, directory: str) -> None:
     path = os.path.join(directory, "config.yaml")
     if not os.path.exists(path):
         return
-    old, new = identity(resolve_config(OmegaConf.load(path))), identity(cfg)
+    old, new = identity(resolve_config(OmegaConf.load(path), strict=False)), identity(cfg)
     if old != new:
         diff = [k for k in new if old.get(k) != new[k]]
         raise ValueError(
@@ -235,9 +243,9 @@ def model_args(cfg: DictConfig, max_guide_tokens: int | None, predictions: str) 
         "reforge_positions": cfg.engine.reforge_positions, "fps": cfg.sampling.fps,
         "max_frames": cfg.sampling.max_frames, "max_long_side": cfg.sampling.max_long_side,
         "backend": cfg.sampling.backend, "resize": cfg.sampling.resize,
-        "strict_frames": cfg.sampling.get("strict_frames", False), "predictions": predictions,
-        "reuse_videos": cfg.run.get("reuse_videos", 1), "prefetch": cfg.run.get("prefetch", 1),
-        "offload_features": cfg.run.get("offload_features", False),
+        "strict_frames": cfg.sampling.strict_frames, "predictions": predictions,
+        "reuse_videos": cfg.run.reuse_videos, "prefetch": cfg.run.prefetch,
+        "offload_features": cfg.run.offload_features,
     }
 
 
@@ -390,6 +398,52 @@ def throughput(records: list[dict], timing: dict | None) -> dict:
     return out
 
 
+def _summary(values: list[float], *kinds: str) -> dict:
+    """``{"mean": ..., "total": ..., "max": ...}`` (the kinds asked for) of the values present."""
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return {k: None for k in kinds}
+    out = {"mean": sum(values) / len(values), "total": sum(values), "max": max(values)}
+    return {k: out[k] for k in kinds}
+
+
+def efficiency(records: list[dict], timing: dict | None) -> dict:
+    """What compression bought, over the samples answered (resumed ones carry their first run's
+    figures): the achieved keep ratio (kept video tokens over the video's tokens at the requested
+    frames, mean over layers), tokens and bytes held per layer, seconds per stage (prefill
+    includes the vision encoder), accelerator peak memory (the process's peak RSS on CPU), and
+    the cell's samples/hour."""
+    answered = [r for r in records if r.get("prediction") is not None]
+    col = lambda key: [r.get(key) for r in answered]  # noqa: E731
+    kinds = {r.get("peak_memory_kind") for r in answered} - {None}
+    out = {
+        "num_samples": len(answered),
+        "frames": _summary(col("frames"), "mean"),  # sampled per video (uniform samples fewer)
+        "keep_ratio": _summary(col("keep_ratio"), "mean"),  # the budget's r = (max_context - text) / video tokens
+        "achieved_keep_ratio": _summary(col("achieved_keep_ratio"), "mean"),
+        "kept_video_tokens_per_layer": _summary(col("kept_video_tokens_mean"), "mean", "total"),
+        "video_tokens": _summary(col("full_video_tokens") if any(col("full_video_tokens")) else col("video_tokens"),
+                                 "mean", "total"),
+        "kv_tokens_per_layer": _summary(col("kv_tokens_mean"), "mean", "max"),
+        "kv_bytes_per_layer": _summary(col("kv_bytes_per_layer"), "mean", "max"),
+        "kv_cache_bytes": _summary(col("kv_cache_bytes"), "mean", "max"),  # all layers, after prefill
+        "vision_seconds": _summary(col("vision_seconds"), "mean", "total"),
+        "prefill_seconds": _summary(col("prefill_seconds"), "mean", "total"),
+        "decode_seconds": _summary(col("decode_seconds"), "mean", "total"),
+        "peak_memory_bytes": _summary(col("peak_memory_bytes"), "mean", "max"),
+        "peak_memory_kind": kinds.pop() if len(kinds) == 1 else None,
+        "samples_per_hour": None,
+    }
+    if timing and timing.get("evaluate_seconds"):
+        out["samples_per_hour"] = round(3600 * len(records) / timing["evaluate_seconds"], 1)
+    return out
+
+
+def chance_accuracy(samples: list) -> float | None:
+    """Accuracy (%) of guessing uniformly among each question's options."""
+    return 100.0 * sum(1 / len(s.options) for s in samples) / len(samples) if samples else None
+
+
 def finalize(cfg: DictConfig, directory: str, task: str, spec, results: dict, num_processes: int,
              timing: dict | None = None) -> dict:
     """Rank 0: predictions.jsonl, our score, the check against lmms-eval, metrics.json."""
@@ -415,9 +469,13 @@ def finalize(cfg: DictConfig, directory: str, task: str, spec, results: dict, nu
             "max_context": cfg.engine.max_context, "max_frames": cfg.sampling.max_frames, "method_params": full,
             "reforge_positions": cfg.engine.reforge_positions, "rope_scaling_factor": cfg.model.rope_scaling_factor,
             "fps": cfg.sampling.fps,
+            # what the folder name's __s<hash> part stands for, and its limit
+            "settings": changed_settings(cfg), "limit": cfg.run.limit,
         },
         "metrics": metrics,
         "primary": spec.primary,
+        "chance_accuracy": chance_accuracy(samples),
+        "efficiency": efficiency(records, timing),
         "failures": failures,
         # samples answered with a warning (a video whose header declares more frames than decode)
         "warnings": [{"uid": r["uid"], "warning": w} for r in records for w in (r.get("warnings") or [])],
@@ -443,9 +501,16 @@ def same_number(a, b, tol: float = 1e-9) -> bool:
 
 
 def log(rank: int, message: str) -> None:
-    """Progress lines on rank 0 (stderr: lmms-eval removes loguru's handlers on import)."""
+    """Progress and result lines, rank 0 only, through the ``retake`` logger (``retake.log``:
+    Hydra's job log under Hydra, ``[retake] ...`` on stderr elsewhere); ``WARNING:`` lines at
+    that level."""
     if rank == 0:
-        print(f"[retake] {message}", file=sys.stderr, flush=True)
+        from .. import log as _log
+
+        if message.startswith("WARNING: "):
+            _log.warning(message[len("WARNING: "):])
+        else:
+            _log.info(message)
 
 
 def main(argv: list[str] | None = None) -> int:
