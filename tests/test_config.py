@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -24,6 +25,9 @@ def options(group):
 
 @pytest.fixture(autouse=True)
 def hydra_conf():
+    from retake.harness.schema import register
+
+    register()  # the typed schema conf/config.yaml starts from
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=CONF):
         yield
@@ -53,7 +57,8 @@ def test_every_group_option_composes(group):
     for option in options(group):
         cfg = compose("config", overrides=[f"{group}={option}", "data_root=/d"])
         check(cfg)
-        assert cfg[group].name == option  # one name everywhere: file name == name field
+        name = cfg[group].name
+        assert getattr(name, "value", name) == option  # one name everywhere: file name == name field (a choice: its value)
         assert cfg.dataset.data_root.startswith("/d/")
 
 
@@ -111,3 +116,53 @@ def test_unknown_name_lists_valid_choices(group):
 def test_slurm_launcher_composes():
     cfg = compose("config", overrides=["hydra/launcher=slurm", "+experiment=table1"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
+
+
+@pytest.mark.parametrize("override,key,message", [
+    ("engine.max_context=abc", "engine.max_context", "could not be converted to Integer"),
+    ("sampling.backend=opencv", "sampling.backend", "expected one of [pyav, decord]"),
+    ("sampling.resize=nearest", "sampling.resize", "expected one of [uint8, float32]"),
+    ("run.overwrite=maybe", "run.overwrite", "is not a valid bool"),
+    ("engine.max_contxt=1", "engine.max_contxt", "not in 'EngineSection'"),
+    ("model.dtype=float8", "model.dtype", "expected one of [auto, float32, bfloat16, float16]"),
+])
+def test_a_wrong_type_or_value_fails_at_compose_time_naming_the_key(override, key, message):
+    with pytest.raises(ConfigCompositionException) as e:
+        compose("config", overrides=[override])
+    text = str(e.value) + str(e.value.__cause__)
+    assert key in text and message in text, text
+
+
+def test_ranges_are_checked_before_a_cell_starts():
+    """What a type cannot say (a budget of 0, a negative limit) fails when the cell config is
+    resolved, before any data or model is read, naming the key."""
+    from retake.harness.runner import resolve_config
+
+    for override, message in (("engine.max_context=0", "engine.max_context: must be >= 1"),
+                              ("run.limit=-3", "run.limit: must be a positive number"),
+                              ("run.max_failed_fraction=2", "run.max_failed_fraction: must be a number in [0, 1]"),
+                              ("sampling.fps=0", "sampling.fps: must be > 0")):
+        cfg = compose("config", overrides=[override])
+        with pytest.raises(ValueError, match=re.escape(message)):
+            resolve_config(cfg)
+
+
+def test_one_source_of_defaults():
+    """conf/config.yaml repeats no default of the schema; the runner's, the lmms-eval model's and
+    the composed config's defaults are the schema's."""
+    from retake.harness import schema
+    from retake.harness.lmms_model import MODEL_ARGS
+    from retake.harness.runner import resolve_config
+
+    raw = OmegaConf.load(os.path.join(CONF, "config.yaml"))
+    assert set(raw.get("sampling", {})) == {"max_frames"} and "engine" not in raw and "run" not in raw
+    composed = resolve_config(compose("config"))
+    plain = resolve_config({"model": {"name": "m", "pretrained": "p"}, "method": {"name": "none"},
+                            "dataset": {"name": "needle", "data_root": "d"}})
+    for key in ("engine.max_context", "engine.chunk_frames", "engine.max_new_tokens", "sampling.fps",
+                "sampling.backend", "sampling.resize", "run.max_failed_fraction", "run.reuse_videos"):
+        section, name = key.split(".")
+        assert composed[section][name] == plain[section][name] == schema.default(key)
+    for name, key in (("max_context", "engine.max_context"), ("backend", "sampling.backend"),
+                      ("max_new_tokens", "engine.max_new_tokens"), ("prefetch", "run.prefetch")):
+        assert MODEL_ARGS[name][1] == schema.default(key)

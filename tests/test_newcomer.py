@@ -70,8 +70,12 @@ def test_bare_hydra_entry_runs_on_a_fresh_clone(tmp_path):
                         "run.limit=4", f"hydra.run.dir={tmp_path / 'hydra'}"],
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "Traceback" not in r.stderr
-    assert f"needle: no data under {data / 'needle'}; writing it now" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    # retake's lines go through logging: Hydra's console handler (stdout) and the job's log file
+    assert f"[retake][INFO] - needle: no data under {data / 'needle'}; writing it now" in r.stdout
+    (job_log,) = glob.glob(str(tmp_path / "hydra" / "*.log"))
+    log = open(job_log).read()
+    assert "needle: no data under" in log and "needle accuracy = " in log
     (metrics,) = glob.glob(str(runs / "needle_qwen2_5_vl__adaretake__needle__*" / "metrics.json"))
     result = json.load(open(metrics))
     assert result["metrics"]["num_samples"] == 4 and result["status"] == "done"
@@ -81,9 +85,9 @@ def test_hydra_entry_reports_a_missing_benchmark_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "retake.run", "dataset=videomme", f"data_root={tmp_path}",
                         f"run.results_root={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path / 'hydra'}"],
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("[retake] error: videomme: neither videomme.json nor videomme.parquet found")
+    assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout, r.stderr[-3000:]
+    last = r.stdout.strip().splitlines()[-1]  # (Hydra's console handler writes to stdout)
+    assert "[retake][ERROR] - error: videomme: neither videomme.json nor videomme.parquet found" in last
     assert "python scripts/prepare_videomme.py" in last and str(tmp_path / "videomme") in last
 
 
@@ -125,7 +129,7 @@ def test_an_installed_wheel_runs_a_cell_outside_the_checkout(tmp_path):
                         "engine.max_new_tokens=2"],
                        cwd=work, env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "model tiny_qwen2_vl: no checkpoint at .cache/tiny_qwen2_vl; writing it now" in r.stderr
+    assert "model tiny_qwen2_vl: no checkpoint at .cache/tiny_qwen2_vl; writing it now" in r.stdout
     assert os.path.isfile(work / ".cache" / "tiny_qwen2_vl" / "config.json")
     (metrics,) = glob.glob(str(work / "results" / "runs" / "tiny_qwen2_vl__snapkv__synthetic__*" / "metrics.json"))
     assert json.load(open(metrics))["metrics"]["num_samples"] == 2

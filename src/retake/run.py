@@ -22,16 +22,24 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from .harness.schema import register
+
 CONFIG_PATH = str(Path(__file__).resolve().parent / "conf")
+register()  # the typed schema conf/config.yaml starts from
 
 
 def run(cfg: DictConfig) -> dict | None:
-    """Run one composed config; returns the cell's metrics.json content on rank 0, else None."""
+    """Run one composed config; returns the cell's metrics.json content on rank 0, else None.
+    Under Hydra the job's folder gets ``cell.json`` (the cell's folder), which the sweep summary
+    reads."""
     from .harness.logging import log_cell
-    from .harness.runner import run_cell
+    from .harness.runner import cell_dir, resolve_config, run_cell
+    from .harness.sweep import record_job
 
+    cfg = resolve_config(cfg)
     result = run_cell(cfg)
     if result is not None:
+        record_job(cell_dir(cfg))
         log_cell(cfg, result)
     return result
 
@@ -44,18 +52,20 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, FileNotFoundError, VideoDecodeError)
 
 
-def report(error: BaseException, prog: str = "retake") -> int:
-    """Print ``error`` the way the entry points do; returns the exit code."""
+def report(error: BaseException) -> int:
+    """Say ``error`` in one line through the ``retake`` logger (``[retake] error: ...`` on
+    stderr; the job's log too under Hydra); returns the exit code."""
+    from . import log
     from .harness.interrupts import CellInterrupted
 
     if isinstance(error, CellInterrupted):
-        print(f"[{prog}] {error}", file=sys.stderr, flush=True)
+        log.warning(str(error))
         return error.exit_code
-    print(f"[{prog}] error: {error}", file=sys.stderr, flush=True)
+    log.error(f"error: {error}")
     return 2
 
 
-def guarded(fn, *args, prog: str = "retake"):
+def guarded(fn, *args):
     """Call ``fn`` with SIGTERM raised as an interrupt; a user error or an interrupt ends the
     process with :func:`report`'s code (an interrupt outside a cell: 130 / 143, one line)."""
     from .harness.interrupts import CellInterrupted, sigterm_as_interrupt
@@ -66,10 +76,12 @@ def guarded(fn, *args, prog: str = "retake"):
     except (CellInterrupted, *user_errors()) as e:
         if os.environ.get("RETAKE_TRACEBACK") and not isinstance(e, CellInterrupted):
             raise
-        sys.exit(report(e, prog))
+        sys.exit(report(e))
     except KeyboardInterrupt as e:
+        from . import log
+
         signum = int(getattr(e, "signum", 2))
-        print(f"[{prog}] interrupted", file=sys.stderr, flush=True)
+        log.warning("interrupted")
         sys.exit(128 + signum)
 
 

@@ -1,0 +1,201 @@
+"""The typed schema of a cell config: one source of defaults, checked when Hydra composes.
+
+``RetakeConfig`` (registered in Hydra's ConfigStore as ``retake_schema``, the first entry of
+``conf/config.yaml``'s defaults) types every key of the six sections plus ``logger``,
+``data_root`` and ``experiment_name``. So a wrong type or an unknown choice fails when the
+config is composed, naming the key (``engine.max_context=abc``: "Value 'abc' of type 'str'
+could not be converted to Integer ... full_key: engine.max_context"), an unknown key fails
+too, and ranges are checked by the sections' ``__post_init__`` when a cell starts
+(:func:`retake.harness.runner.resolve_config`), before any model loads.
+
+Defaults live here only: ``conf/config.yaml`` sets none of these (its sampling's
+``max_frames`` follows the model config), the runner fills a plain YAML or dict cell config
+from this schema, and the lmms-eval model args take theirs from it. Sampling and engine
+defaults are the library's own (``SamplingConfig``, ``EngineConfig``), except
+``max_new_tokens`` (16: multiple choice needs a letter, ``tasks.MAX_NEW_TOKENS``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+from ..engine import EngineConfig
+from ..pipeline import SamplingConfig
+from .tasks import MAX_NEW_TOKENS
+
+
+class Dtype(Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Backend(Enum):
+    pyav = "pyav"
+    decord = "decord"
+
+
+class Resize(Enum):
+    uint8 = "uint8"
+    float32 = "float32"
+
+
+class Logger(Enum):
+    none = "none"
+    wandb = "wandb"
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ValueError(f"{key}: {message}")
+
+
+@dataclass
+class ModelSection:
+    name: str = MISSING
+    pretrained: str = MISSING  # a local checkpoint directory or a hub id
+    dtype: Dtype = Dtype.auto
+    attn_implementation: str = "sdpa"  # the vision tower's kernel
+    max_frames: int = SamplingConfig.max_frames  # the frames this model is run with (sampling.max_frames)
+    rope_scaling_factor: Optional[float] = None
+    device: Optional[str] = None
+    device_map: Any = None  # "auto" or a {module: device} map
+    tiny_arch: Optional[str] = None  # a tiny random checkpoint is written at `pretrained` if none is there
+
+    def __post_init__(self):
+        _check(self.max_frames >= 2, "model.max_frames", f"must be >= 2, got {self.max_frames}")
+        _check(self.rope_scaling_factor is None or self.rope_scaling_factor >= 1, "model.rope_scaling_factor",
+               f"must be >= 1 or null, got {self.rope_scaling_factor}")
+
+
+@dataclass
+class MethodSection:
+    name: str = MISSING
+    params: dict[str, Any] = field(default_factory=dict)  # checked by the method's own dataclass
+
+
+@dataclass
+class DatasetSection:
+    name: str = MISSING
+    data_root: str = MISSING
+
+
+@dataclass
+class SamplingSection:
+    fps: float = SamplingConfig.fps
+    max_frames: int = SamplingConfig.max_frames
+    max_long_side: int = SamplingConfig.max_long_side
+    backend: Backend = Backend(SamplingConfig.backend)
+    resize: Resize = Resize(SamplingConfig.resize)
+    strict_frames: bool = SamplingConfig.strict_frames
+
+    def __post_init__(self):
+        _check(self.fps > 0, "sampling.fps", f"must be > 0, got {self.fps}")
+        _check(self.max_frames >= 2, "sampling.max_frames", f"must be >= 2, got {self.max_frames}")
+        _check(self.max_long_side >= 28, "sampling.max_long_side", f"must be >= 28, got {self.max_long_side}")
+
+
+@dataclass
+class EngineSection:
+    max_context: int = EngineConfig.max_context
+    chunk_frames: int = EngineConfig.chunk_frames
+    max_new_tokens: int = MAX_NEW_TOKENS
+    max_guide_tokens: Optional[int] = None  # null: the dataset's own (LongVideoBench: 152), else the whole suffix
+    reforge_positions: bool = EngineConfig.reforge_positions
+
+    def __post_init__(self):
+        for key in ("max_context", "chunk_frames", "max_new_tokens"):
+            _check(getattr(self, key) >= 1, f"engine.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _check(self.max_guide_tokens is None or self.max_guide_tokens >= 1, "engine.max_guide_tokens",
+               f"must be >= 1 or null, got {self.max_guide_tokens}")
+
+
+@dataclass
+class RunSection:
+    results_root: str = "results/runs"
+    limit: Optional[int] = None  # the first N samples only (a separate cell: __limit<N>)
+    overwrite: bool = False
+    retry_failed: bool = False
+    max_failed_fraction: float = 0.05
+    # input pipeline (answers do not change): videos whose inputs and vision features are kept for
+    # their next questions, and videos decoded ahead in a background thread; 0: off
+    reuse_videos: int = 1
+    prefetch: int = 1
+    offload_features: bool = False  # the video's input embeddings in CPU memory
+
+    def __post_init__(self):
+        _check(self.limit is None or self.limit >= 1, "run.limit", f"must be a positive number of samples or null, got {self.limit}")
+        _check(0 <= self.max_failed_fraction <= 1, "run.max_failed_fraction",
+               f"must be a number in [0, 1], got {self.max_failed_fraction}")
+        for key in ("reuse_videos", "prefetch"):
+            _check(getattr(self, key) >= 0, f"run.{key}", f"must be >= 0 (0 turns it off), got {getattr(self, key)}")
+
+
+@dataclass
+class LoggerSection:
+    name: Logger = Logger.none
+    project: str = "retake"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    mode: Optional[str] = None  # online | offline | disabled; null: wandb's default / WANDB_MODE
+
+
+@dataclass
+class RetakeConfig:
+    model: ModelSection = MISSING
+    method: MethodSection = MISSING
+    dataset: DatasetSection = MISSING
+    sampling: SamplingSection = field(default_factory=SamplingSection)
+    engine: EngineSection = field(default_factory=EngineSection)
+    run: RunSection = field(default_factory=RunSection)
+    logger: LoggerSection = field(default_factory=LoggerSection)
+    data_root: str = "data"
+    experiment_name: str = "default"
+
+
+SCHEMA_NAME = "retake_schema"
+_registered = False
+
+
+def register() -> None:
+    """Put :class:`RetakeConfig` in Hydra's ConfigStore as ``retake_schema`` (idempotent)."""
+    global _registered
+    if not _registered:
+        from hydra.core.config_store import ConfigStore
+
+        ConfigStore.instance().store(name=SCHEMA_NAME, node=RetakeConfig)
+        _registered = True
+
+
+def default(key: str):
+    """The schema's default of a dotted key (``"engine.max_context"``), enums as their value."""
+    section, name = key.split(".")
+    cls = {f.name: f.type for f in dataclasses.fields(RetakeConfig)}[section]
+    cls = globals()[cls] if isinstance(cls, str) else cls
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return value.value if isinstance(value, Enum) else value
+
+
+def config_dir() -> str:
+    """The packaged Hydra config folder (``retake/conf``; ``conf/`` in a checkout links there)."""
+    import os
+
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config"):
+    """A cell config composed from the packaged configs as ``python -m retake.run OVERRIDES``
+    would compose it (the schema registered first)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
