@@ -137,9 +137,10 @@ def test_markdown_and_csv_text(tmp_path, runs_root):
     table.to_csv(tmp_path / "t.csv", index=False, float_format="%.1f")
     assert (tmp_path / "t.csv").read_text() == (
         "row,label,model,method,method_params,max_frames,max_context,"
-        "videomme_long_paper,videomme_long_ours,videomme_long_delta,lvbench_paper,lvbench_ours,lvbench_delta\n"
-        "0,Qwen2-VL,qwen2_vl_7b,uniform,,1024,1024,50.0,,,40.0,,\n"
-        "1,+ AdaReTaKe,qwen2_vl_7b,adaretake,temporal_allocation=true,1024,1024,55.1,53.7,-1.4,44.8,,\n")
+        "videomme_long_paper,videomme_long_ours,videomme_long_delta,lvbench_paper,lvbench_ours,lvbench_delta,"
+        "keep,kv_per_layer,kv_mib_per_layer,prefill_s,peak_gib,samples_per_h,incomplete\n"
+        "0,Qwen2-VL,qwen2_vl_7b,uniform,,1024,1024,50.0,,,40.0,,,,,,,,,0\n"
+        "1,+ AdaReTaKe,qwen2_vl_7b,adaretake,temporal_allocation=true,1024,1024,55.1,53.7,-1.4,44.8,,,,,,,,,0\n")
     short = table[["label", "max_frames", "videomme_long_paper", "videomme_long_ours", "videomme_long_delta"]]
     assert table_markdown("T", short, "2 cells.") == (
         "# T\n\n"
@@ -170,7 +171,8 @@ def test_write_tables_files_and_footer(tmp_path, runs_root):
     out = tmp_path / "out"
     written = write_tables(runs_root, PAPER, out)
     names = sorted(p.name for p in written)
-    assert names == sorted([f"table{n}.{e}" for n in range(1, 5) for e in ("md", "csv")] + ["ablation_grid.md", "ablation_grid.csv"])
+    assert names == sorted([f"table{n}.{e}" for n in range(1, 5) for e in ("md", "csv")]
+                           + [f"{t}.{e}" for t in ("ablation_grid", "cells") for e in ("md", "csv")])
     t1 = pd.read_csv(out / "table1.csv")
     row = t1[(t1["model"] == "qwen2_5_vl_7b") & (t1["method"] == "adaretake")].iloc[0]
     assert (row["videomme_paper"], row["videomme_ours"], row["videomme_delta"]) == (67.7, 63.5, -4.2)
@@ -186,7 +188,7 @@ def test_write_tables_files_and_footer(tmp_path, runs_root):
 def test_ablation_grid(tmp_path, runs_root):
     grid = ablation_grid(collect(runs_root))
     tiny = grid[grid["model"] == "tiny_qwen2_vl"].set_index("method")
-    assert list(grid.columns[:5]) == ["model", "dataset", "method", "method_params", "variant"]
+    assert list(grid.columns[:5]) == ["model", "dataset", "method", "method_params", "settings"]
     assert list(grid.columns[5:]) == ["16/256", "16/512", "32/256", "32/512", "1024/1024", "1024/16384", "2048/16384"]
     assert tiny.loc["adaretake", ["16/256", "16/512", "32/256", "32/512"]].tolist() == [43.0, 44.0, 45.0, 46.0]
     assert tiny.loc["uniform", "method_params"] == ""
@@ -197,7 +199,7 @@ def test_ablation_grid(tmp_path, runs_root):
     assert "1024/1024" not in synthetic and " 46.0 |" in synthetic
     assert md.endswith(f"13 cells found under {runs_root}.\n")
     csv = (tmp_path / "ablation_grid.csv").read_text().splitlines()
-    assert csv[0] == "model,dataset,method,method_params,variant,16/256,16/512,32/256,32/512,1024/1024,1024/16384,2048/16384"
+    assert csv[0] == "model,dataset,method,method_params,settings,16/256,16/512,32/256,32/512,1024/1024,1024/16384,2048/16384"
 
 
 def test_malformed_metrics_is_skipped_with_its_path(tmp_path, runs_root):

@@ -3,7 +3,9 @@
 A finished run cell is ``<runs_root>/<model>__<method>[-<hash>]__<dataset>__<budget>__<frames>[__...]/metrics.json``
 (any folder depth is read). :func:`collect` flattens every cell into one row; :func:`build_table`
 puts our numbers beside the paper's; :func:`write_tables` writes ``table1..4.{md,csv}`` and
-``ablation_grid.{md,csv}``; :func:`plot_accuracy` writes accuracy-vs-frames / -budget plots.
+``ablation_grid.{md,csv}`` and ``cells.{md,csv}`` (every cell, accuracy beside cost);
+``retake.harness.plots.plot_accuracy`` draws accuracy against keep ratio, budget, frames,
+prefill time and peak memory.
 
 The paper's numbers (AdaReTaKe, arXiv 2503.12559, Tables 1-4) are data:
 ``<paper_dir>/table<n>.csv``, one published number per line::
@@ -49,6 +51,9 @@ KEY_COLUMNS = ("model", "method", "dataset", "max_frames", "max_context")
 PAPER_COLUMNS = ("row", "label", "model", "method", "method_params", "max_frames", "max_context",
                  "dataset", "metric", "accuracy")
 ROW_COLUMNS = ("row", "label", "model", "method", "method_params", "max_frames", "max_context")
+CELLS_TITLE = ("Every cell: primary score (%) with its 95 % interval, chance, and what it cost (keep: achieved "
+               "video keep ratio; kv_per_layer: KV entries per layer after prefill; prefill_s: seconds per sample, "
+               "vision included; peak_gib: accelerator peak, or the process's RSS on CPU)")
 TITLES = {
     1: "Table 1: main results (max context 16K; 2048 frames for 7B, 1024 for 72B; 2 fps)",
     2: "Table 2: token-compression methods (Qwen2-VL-7B, 1024 frames, max context 1K; MLVU val = mlvu_dev)",
@@ -103,9 +108,11 @@ def _is_number(v) -> bool:
 
 def read_cell(path) -> dict:
     """One ``metrics.json`` as a flat row: the cell's fields, ``method_params`` (formatted) and
-    ``method_params/<k>``, ``primary``, ``score`` (the primary metric), every metric
-    (nested ones flattened: ``per_duration/long/accuracy``), ``versions/<lib>``, ``path``
-    (the cell's folder) and ``variant`` (:func:`variant`).
+    ``method_params/<k>``, ``primary``, ``score`` (the primary metric) and its interval
+    (``score_ci95_low`` / ``_high``), ``chance``, ``status``, ``failed_fraction``, ``settings``
+    (:func:`settings_label`), every metric (nested ones flattened:
+    ``per_duration/long/accuracy``), the efficiency block (``efficiency/prefill_seconds/mean``,
+    ...), ``versions/<lib>``, ``path`` (the cell's folder) and ``variant`` (:func:`variant`).
     Raises :class:`MetricsError` naming the file if it is not a valid cell."""
     path = Path(path)
     try:
@@ -129,17 +136,47 @@ def read_cell(path) -> dict:
     params = cell.get("method_params") or {}
     if not isinstance(params, dict):
         raise MetricsError(f"{path}: cell.method_params is not an object")
-    fields = {k: v for k, v in cell.items() if k != "method_params"}
+    fields = {k: v for k, v in cell.items() if k not in ("method_params", "settings")}
     status = data.get("status", "done")
     if status not in STATUSES:
         raise MetricsError(f"{path}: status {status!r} is not one of {', '.join(STATUSES)}")
     return {
         **flatten(fields), "method_params": format_params(params), **flatten(params, "method_params/"),
         "primary": primary, "score": math.nan if score is None else float(score),
+        "score_ci95_low": _number(metrics.get(f"{primary}_ci95_low")),
+        "score_ci95_high": _number(metrics.get(f"{primary}_ci95_high")),
+        "chance": _number(data.get("chance_accuracy")),
         "status": status, "failed_fraction": float(data.get("failed_fraction", 0.0)),
+        "settings": settings_label(cell, path.parent) or variant(path.parent.name),
+        **flatten(data.get("efficiency") or {}, "efficiency/"),
         **flatten(metrics), **flatten(data.get("versions") or {}, "versions/"), "path": str(path.parent),
         "variant": variant(path.parent.name),
     }
+
+
+def _number(v) -> float:
+    return float(v) if _is_number(v) else math.nan
+
+
+def settings_label(cell: dict, folder: Path) -> str:
+    """What a variant cell's folder-name suffix (``__reforge``, ``__s<hash>``, ``__limit<N>``)
+    stands for, in words: ``"chunk_frames=8 max_new_tokens=4 reforge limit=20"``; ``""`` for
+    default settings. From ``cell.settings`` (metrics.json), else from the folder's config.yaml."""
+    settings = cell.get("settings")
+    limit = cell.get("limit")
+    if settings is None and (folder / "config.yaml").is_file():
+        from omegaconf import OmegaConf
+
+        from .runner import changed_settings, resolve_config
+
+        cfg = resolve_config(OmegaConf.load(folder / "config.yaml"), strict=False)
+        settings, limit = changed_settings(cfg), cfg.run.limit
+    parts = [f"{k.split('.', 1)[-1]}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted((settings or {}).items())]
+    if cell.get("reforge_positions"):
+        parts.append("reforge")
+    if limit is not None:
+        parts.append(f"limit={int(limit)}")
+    return " ".join(parts)
 
 
 def variant(folder_name: str) -> str:
@@ -162,7 +199,8 @@ def collect(runs_root) -> pd.DataFrame:
         except MetricsError as e:
             warnings.warn(f"skipping malformed metrics.json: {e}", stacklevel=2)
             skipped.append(str(path))
-    base = [*KEY_COLUMNS, "method_params", "primary", "score", "status", "failed_fraction", "path", "variant"]
+    base = [*KEY_COLUMNS, "method_params", "primary", "score", "score_ci95_low", "score_ci95_high", "chance", "status",
+            "failed_fraction", "settings", "path", "variant"]
     df = pd.DataFrame(rows, columns=list(dict.fromkeys(base + [k for r in rows for k in r])))
     df.attrs["skipped"] = skipped
     return df
@@ -254,6 +292,11 @@ def metric_value(cell: pd.Series, metric: str) -> float:
 def ours(runs: pd.DataFrame, line) -> float:
     """Our number for one paper line (NaN where no cell was run), trying the line's
     (dataset, metric) and then its :data:`ALTERNATIVES`."""
+    return ours_cell(runs, line)[0]
+
+
+def ours_cell(runs: pd.DataFrame, line) -> tuple[float, pd.Series | None]:
+    """:func:`ours` and the cell it was read from (None where no cell was run)."""
     first = (line["dataset"], line["metric"])
     for dataset, metric in (first, *ALTERNATIVES.get(first, ())):
         cells = matching_cells(runs, line, dataset)
@@ -263,9 +306,32 @@ def ours(runs: pd.DataFrame, line) -> float:
         if len(cells) == 1:
             value = metric_value(cells.iloc[0], metric)
             if not pd.isna(value):
-                return value
+                return value, cells.iloc[0]
             warnings.warn(f"{cells.iloc[0]['path']}: no {metric!r} in its metrics", stacklevel=2)
-    return math.nan
+    return math.nan, None
+
+
+# cost columns: name -> (flattened metrics.json column, scale); means over a row's cells
+COSTS = {
+    "keep": ("efficiency/achieved_keep_ratio/mean", 1.0),  # kept video tokens / the video's, mean over layers
+    "kv_per_layer": ("efficiency/kv_tokens_per_layer/mean", 1.0),  # KV entries per layer after prefill
+    "kv_mib_per_layer": ("efficiency/kv_bytes_per_layer/mean", 1 / 2**20),
+    "prefill_s": ("efficiency/prefill_seconds/mean", 1.0),  # per sample, vision encoder included
+    "peak_gib": ("efficiency/peak_memory_bytes/max", 1 / 2**30),
+    "samples_per_h": ("efficiency/samples_per_hour", 1.0),
+}
+COST_DECIMALS = {"keep": 3, "kv_per_layer": 0, "kv_mib_per_layer": 1, "prefill_s": 2, "peak_gib": 2, "samples_per_h": 0,
+                 "failed_fraction": 3}
+
+
+def cost_values(cell: pd.Series) -> dict[str, float]:
+    """A cell's :data:`COSTS` (NaN where its metrics.json has none: cells before the
+    efficiency block)."""
+    out = {}
+    for name, (column, scale) in COSTS.items():
+        v = cell.get(column)
+        out[name] = float(v) * scale if _is_number(v) and not pd.isna(v) else math.nan
+    return out
 
 
 def build_table(n: int, runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
@@ -279,16 +345,39 @@ def build_table(n: int, runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame
         row = {c: first[c] for c in ROW_COLUMNS}
         for col in columns:
             row.update({f"{col}_paper": math.nan, f"{col}_ours": math.nan, f"{col}_delta": math.nan})
+        used: dict[str, pd.Series] = {}
         for _, line in group.iterrows():
-            col, value = output_column(line["dataset"], line["metric"]), ours(runs, line)
+            col = output_column(line["dataset"], line["metric"])
+            value, cell = ours_cell(runs, line)
             row.update({f"{col}_paper": float(line["accuracy"]), f"{col}_ours": value,
                         f"{col}_delta": value - float(line["accuracy"])})
+            if cell is not None:
+                used[cell["path"]] = cell
+        row.update(row_costs(list(used.values())))
         rows.append(row)
     value_columns = [f"{c}_{kind}" for c in columns for kind in ("paper", "ours", "delta")]
-    table = pd.DataFrame(rows, columns=[*ROW_COLUMNS, *value_columns])
+    table = pd.DataFrame(rows, columns=[*ROW_COLUMNS, *value_columns, *COSTS, "incomplete"])
     if n == 3:
         table = add_steps(table, columns)
-    return table.round(1)
+    return round_table(table)
+
+
+def row_costs(cells: list[pd.Series]) -> dict:
+    """The cost columns of a table row: means over the cells its numbers came from, and how
+    many of them are incomplete (more failed samples than ``run.max_failed_fraction``)."""
+    values = [cost_values(c) for c in cells]
+    out = {}
+    for name in COSTS:
+        present = [v[name] for v in values if not math.isnan(v[name])]
+        out[name] = sum(present) / len(present) if present else math.nan
+    out["incomplete"] = sum(c.get("status") == "incomplete" for c in cells)
+    return out
+
+
+def round_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Accuracies to 1 decimal, cost columns to theirs (:data:`COST_DECIMALS`)."""
+    decimals = {c: COST_DECIMALS.get(c, 1) for c in table.columns if pd.api.types.is_float_dtype(table[c])}
+    return table.round(decimals)
 
 
 def add_steps(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -312,10 +401,10 @@ def combo(frames: int, context: int) -> str:
 
 
 def ablation_grid(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every cell's primary score on a grid: rows (model, dataset, method, method_params, variant),
+    """Every cell's primary score on a grid: rows (model, dataset, method, method_params, settings),
     columns ``max_frames/max_context`` in numeric order, rounded to 1 decimal. Raises if two
     cells share a grid position (the same cell run twice under different folders)."""
-    keys = ["model", "dataset", "method", "method_params", "variant"]
+    keys = ["model", "dataset", "method", "method_params", "settings"]
     if runs.empty:
         return pd.DataFrame(columns=keys)
     dup = runs.duplicated(keys + ["max_frames", "max_context"], keep=False)
@@ -329,20 +418,45 @@ def ablation_grid(runs: pd.DataFrame) -> pd.DataFrame:
     return grid.sort_values(keys, kind="stable").reset_index(drop=True).round(1)
 
 
+CELL_COLUMNS = ("model", "dataset", "method", "method_params", "settings", "max_frames", "max_context", "primary",
+                "score", "ci95_low", "ci95_high", "chance", *COSTS, "status", "failed_fraction")
+
+
+def cells_table(runs: pd.DataFrame, sort: bool = True) -> pd.DataFrame:
+    """Every cell, accuracy beside cost: the primary score with its 95 % interval, chance, the
+    :data:`COSTS` columns and the cell's status, sorted by model, dataset, method, budget
+    (``sort=False``: in the order of ``runs``)."""
+    rows = []
+    for _, cell in runs.iterrows():
+        rows.append({**{c: cell[c] for c in ("model", "dataset", "method", "method_params", "settings", "max_frames",
+                                            "max_context", "primary", "score")},
+                     "ci95_low": cell["score_ci95_low"], "ci95_high": cell["score_ci95_high"], "chance": cell["chance"],
+                     **cost_values(cell), "status": cell["status"], "failed_fraction": cell["failed_fraction"]})
+    table = pd.DataFrame(rows, columns=list(CELL_COLUMNS))
+    if len(table) and sort:
+        table = table.sort_values(["model", "dataset", "method", "method_params", "settings", "max_frames",
+                                   "max_context"], kind="stable").reset_index(drop=True)
+    if len(table):
+        table["failed_fraction"] = table["failed_fraction"].astype(float)
+    return round_table(table)
+
+
 # -- writing ---------------------------------------------------------------------------------
 
-def _cell_text(v) -> str:
+def _cell_text(v, decimals: int = 1) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if isinstance(v, float):
-        return f"{v:.1f}"
+        return f"{v:.{decimals}f}"
     return str(v)
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    """A pipe table: floats with 1 decimal, NaN empty, numeric columns right-aligned.
-    pandas' ``to_markdown`` where ``tabulate`` is installed, else :func:`pipe_table`."""
-    text = df.apply(lambda col: col.map(_cell_text)) if len(df) else df.astype(str)
+    """A pipe table: floats with 1 decimal (cost columns with theirs, :data:`COST_DECIMALS`),
+    NaN empty, numeric columns right-aligned. pandas' ``to_markdown`` where ``tabulate`` is
+    installed, else :func:`pipe_table`."""
+    text = df.apply(lambda col: col.map(lambda v: _cell_text(v, COST_DECIMALS.get(col.name, 1)))) if len(df) \
+        else df.astype(str)
     align = ["right" if pd.api.types.is_numeric_dtype(df[c]) else "left" for c in df.columns]
     if find_spec("tabulate") is not None:
         return text.to_markdown(index=False, disable_numparse=True, colalign=align)
@@ -404,67 +518,18 @@ def write_tables(runs_root, paper_dir, out_dir) -> list[Path]:
         written += _write(out / f"table{n}", table, table_markdown(TITLES[n], table, foot))
     grid = ablation_grid(runs)
     written += _write(out / "ablation_grid", grid, grid_markdown(grid, footer(runs, runs_root)))
+    cells = cells_table(runs)
+    written += _write(out / "cells", cells, table_markdown(CELLS_TITLE, cells, footer(runs, runs_root)))
     return written
 
 
 def _write(stem: Path, df: pd.DataFrame, markdown: str) -> list[Path]:
     csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
-    df.to_csv(csv, index=False, float_format="%.1f")
+    df.to_csv(csv, index=False)  # (rounded by the table's builder)
     md.write_text(markdown)
     return [md, csv]
 
 
-# -- plots -----------------------------------------------------------------------------------
+# -- plots ---------------------------------------------------------------------------------
 
-def _series(runs: pd.DataFrame, x: str, fixed: str) -> list[tuple[str, pd.DataFrame]]:
-    """(label, points sorted by ``x``) per method, params, variant and ``fixed`` value with
-    two or more ``x`` values."""
-    out = []
-    # parameters and variants only where a method has several (else the legend repeats defaults)
-    several = {c: set(runs.groupby("method")[c].nunique().loc[lambda n: n > 1].index) for c in ("method_params", "variant")}
-    for (method, params, var, value), group in runs.groupby(["method", "method_params", "variant", fixed], sort=True):
-        points = group.sort_values([x, "path"]).drop_duplicates(x)
-        if points[x].nunique() >= 2 and points["score"].notna().sum() >= 2:
-            name = "frames" if fixed == "max_frames" else "context"
-            shown = (params if method in several["method_params"] else "", var if method in several["variant"] else "")
-            extra = "".join(f" {t}" for t in shown if t)
-            label = f"{method}{extra} ({name} {int(value)})"
-            out.append((label, points))
-    return out
-
-
-def plot_accuracy(runs: pd.DataFrame, out_dir, log=print) -> list[Path]:
-    """PNG plots of the primary score vs max_frames (one line per method and max_context) and
-    vs max_context (one line per method and max_frames), one pair per model and dataset:
-    ``<model>__<dataset>__accuracy_vs_{frames,budget}.png``. A plot with no line of two or
-    more points is skipped with a message through ``log``. Returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if runs.empty:
-        log("plots skipped: no cells")
-        return []
-    out, written = Path(out_dir), []
-    out.mkdir(parents=True, exist_ok=True)
-    for (model, dataset), group in runs.groupby(["model", "dataset"], sort=True):
-        for x, fixed, name in (("max_frames", "max_context", "frames"), ("max_context", "max_frames", "budget")):
-            series = _series(group, x, fixed)
-            if not series:
-                log(f"plot skipped: {model} / {dataset}: accuracy vs {name} needs a method with 2+ values of {x}")
-                continue
-            fig, ax = plt.subplots(figsize=(8, 4))
-            for label, points in series:
-                ax.plot(points[x], points["score"], marker="o", label=label)
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel(x)
-            ax.set_ylabel(f"{group['primary'].iloc[0]} (%)")
-            ax.set_title(f"{model} / {dataset}")
-            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-            fig.tight_layout()
-            path = out / f"{model}__{dataset}__accuracy_vs_{name}.png"
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            written.append(path)
-    return written
+from .plots import plot_accuracy  # noqa: E402,F401 - the plots read these tables' rows
