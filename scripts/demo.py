@@ -21,7 +21,6 @@ files ``make tables`` reads); rerunning skips finished cells. Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -45,11 +44,9 @@ def quiet() -> None:
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from retake.harness.schema import compose as compose_cell
 
-    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
+    return compose_cell(overrides)
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:
@@ -121,11 +118,14 @@ def main() -> int:
     rows = []
     for m in methods:
         sub = runs[runs["method"] == m].set_index("dataset")
-        kv = [_kv_mean(p) for p in sub["path"]]
         rows.append([m, *[f"{sub.loc[d, 'score']:.1f}" if d in sub.index else "-" for d in datasets],
-                     f"{sum(kv) / len(kv):.1f}" if kv else "-",
+                     _mean(sub, "efficiency/achieved_keep_ratio/mean", "{:.3f}"),
+                     _mean(sub, "efficiency/kv_tokens_per_layer/mean", "{:.1f}"),
+                     _mean(sub, "efficiency/prefill_seconds/mean", "{:.3f}"),
                      str(int(sub["num_unparsable"].sum())), str(int(sub["num_failed"].sum()))])
-    print_table(["method", *datasets, "KV/layer (mean)", "unparsable", "failed"], rows)
+    print_table(["method", *datasets, "keep", "KV/layer", "prefill s", "unparsable", "failed"], rows)
+    print("keep: kept video tokens / the video's, mean over layers; KV/layer: cache entries per layer after prefill; "
+          "prefill s: per sample, vision included (means over the benchmarks)")
     print(f"\n{len(cells)} cells in {elapsed:.0f} s under {runs_root}")
     if not needle_methods:
         return 0
@@ -147,12 +147,20 @@ def main() -> int:
     full = runs[runs["method"] == "none"]["score"]
     print(f"\nretake demo, part 2: the needle benchmark ({args.needle_samples} held-out questions, chance 25 %), "
           f"trained {os.path.basename(args.model)}; accuracy in % at max_context = text + keep ratio x video tokens\n")
-    rows = [["none (all tokens)", *[f"{float(full.iloc[0]):.1f}"] * len(budgets)]]
+    none = runs[runs["method"] == "none"]
+    rows = [["none (all tokens)", *[x for _ in budgets for x in (f"{float(full.iloc[0]):.1f}", "1.000")],
+             _mean(none, "efficiency/prefill_seconds/mean", "{:.3f}")]]
     for m in needle_methods:
         sub = runs[runs["method"] == m].set_index("max_context")
-        rows.append([m, *[f"{sub.loc[c, 'score']:.1f}" if c in sub.index else "-" for c in budgets.values()]])
-    print_table(["method", *[f"r={r} (C={c})" for r, c in budgets.items()]], rows)
-    plots = plot_accuracy(runs[runs["method"] != "none"], os.path.join(out, "plots"), log=lambda _: None)
+        cols = []
+        for c in budgets.values():
+            cols += [f"{sub.loc[c, 'score']:.1f}" if c in sub.index else "-",
+                     _mean(sub.loc[[c]] if c in sub.index else sub.iloc[0:0], "efficiency/achieved_keep_ratio/mean", "{:.3f}")]
+        rows.append([m, *cols, _mean(sub, "efficiency/prefill_seconds/mean", "{:.3f}")])
+    print_table(["method", *[x for r, c in budgets.items() for x in (f"r={r} (C={c})", "keep")], "prefill s"], rows)
+    print("keep: the video keep ratio achieved (whole tokens per chunk and layer; uniform: whole frames); "
+          "prefill s: per sample, mean over the budgets")
+    plots = plot_accuracy(runs, os.path.join(out, "plots"), log=lambda _: None)  # (none: the reference line)
     print(f"\n{len(cells)} cells in {elapsed:.0f} s under {needle_runs}; plot: {', '.join(map(str, plots))}")
     print(f"tables from any runs folder: python scripts/make_tables.py --runs {needle_runs} --paper results/paper --out {out}/tables")
     return 0
@@ -169,11 +177,11 @@ def needle_budgets(model: str, data_root: str) -> dict[float, int]:
     return {r: max_context_for(adapter, first, r) for r in KEEP_RATIOS}
 
 
-def _kv_mean(cell_path: str) -> float:
-    """Mean over samples of the per-layer KV length after prefill (text included)."""
-    with open(os.path.join(cell_path, "predictions.jsonl")) as f:
-        values = [r["kv_tokens_mean"] for r in map(json.loads, f) if r.get("kv_tokens_mean") is not None]
-    return sum(values) / len(values) if values else float("nan")
+def _mean(cells, column: str, fmt: str) -> str:
+    """The mean of a metrics.json column over ``cells`` (collect() rows), formatted; "-" if absent."""
+    if column not in cells or not cells[column].notna().any():
+        return "-"
+    return fmt.format(float(cells[column].mean()))
 
 
 if __name__ == "__main__":

@@ -49,26 +49,33 @@ def test_demo_runs_cells_and_prints_the_tables(tmp_path):
     assert len(cells) == 4
     table = rows(part1, ["none", "adaretake"])
     assert set(table) == {"none", "adaretake"}
-    for method, cols in table.items():  # videomme, lvbench, KV mean, unparsable, failed
+    for method, cols in table.items():  # videomme, lvbench, keep, KV mean, prefill s, unparsable, failed
         mine = [c for c in cells if f"__{method}__" in c]
-        scores = {json.load(open(tmp_path / "runs" / c / "metrics.json"))["cell"]["dataset"]:
-                  json.load(open(tmp_path / "runs" / c / "metrics.json"))["metrics"]["accuracy"] for c in mine}
+        stored = [json.load(open(tmp_path / "runs" / c / "metrics.json")) for c in mine]
+        scores = {m["cell"]["dataset"]: m["metrics"]["accuracy"] for m in stored}
         assert [float(cols[0]), float(cols[1])] == [pytest.approx(scores["videomme"], abs=0.05),
                                                     pytest.approx(scores["lvbench"], abs=0.05)]
+        keep = sum(m["efficiency"]["achieved_keep_ratio"]["mean"] for m in stored) / len(stored)
+        assert float(cols[2]) == pytest.approx(keep, abs=5e-4)
         kv = sum(mean_kv(tmp_path / "runs" / c) for c in mine) / len(mine)
-        assert float(cols[2]) == pytest.approx(kv, abs=0.05) and cols[4] == "0"
-    assert float(table["adaretake"][2]) <= 500 + 4  # the budget, within a token per chunk
-    assert float(table["none"][2]) > 500  # uncompressed, the videos do not fit: compression was needed
+        assert float(cols[3]) == pytest.approx(kv, abs=0.05) and float(cols[4]) > 0 and cols[6] == "0"
+    assert float(table["adaretake"][3]) <= 500 + 4  # the budget, within a token per chunk
+    assert float(table["none"][3]) > 500 and float(table["none"][2]) == 1.0  # uncompressed: compression was needed
+    assert float(table["adaretake"][2]) < 1.0
 
     needle = rows(part2, ["none (all tokens)", "uniform", "adaretake"])
-    assert set(needle) == {"none (all tokens)", "uniform", "adaretake"} and all(len(v) == 3 for v in needle.values())
+    # per budget: accuracy and keep ratio; then prefill seconds
+    assert set(needle) == {"none (all tokens)", "uniform", "adaretake"} and all(len(v) == 7 for v in needle.values())
     metrics = [json.load(open(tmp_path / "needle_runs" / c / "metrics.json")) for c in os.listdir(tmp_path / "needle_runs")]
     assert len(metrics) == 1 + 2 * 3
     budgets = sorted({m["cell"]["max_context"] for m in metrics if m["cell"]["method"] == "adaretake"})
     by = {(m["cell"]["method"], m["cell"]["max_context"]): m["metrics"]["accuracy"] for m in metrics}
+    keep = {(m["cell"]["method"], m["cell"]["max_context"]): m["efficiency"]["achieved_keep_ratio"]["mean"] for m in metrics}
     for method in ("uniform", "adaretake"):
-        assert [float(v) for v in needle[method]] == [pytest.approx(by[(method, c)], abs=0.05) for c in budgets]
-    assert (tmp_path / "plots" / "needle_qwen2_5_vl__needle__accuracy_vs_budget.png").exists()
+        assert [float(v) for v in needle[method][0:6:2]] == [pytest.approx(by[(method, c)], abs=0.05) for c in budgets]
+        assert [float(v) for v in needle[method][1:6:2]] == [pytest.approx(keep[(method, c)], abs=5e-4) for c in budgets]
+    for axis in ("keep", "budget", "prefill"):
+        assert (tmp_path / "plots" / f"needle_qwen2_5_vl__needle__accuracy_vs_{axis}.png").exists()
 
     again = run_demo(tmp_path)  # finished cells are skipped: the same tables
     assert again[again.index("part 1:"):again.index(" cells in ")] == out[out.index("part 1:"):out.index(" cells in ")]
