@@ -102,10 +102,13 @@ class Captured:
 class Recorder:
     """Wraps a method: records what every layer showed it and what it selected, so tests can
     recompute its scores independently of its code. ``views[c][layer]`` is a Captured;
-    ``selected[c]`` the method's per-layer selection for chunk c."""
+    ``selected[c]`` the method's per-layer selection for chunk c. A two-pass method's scoring
+    pass is recorded too: ``scoring_views[g][layer]``, ``groups[g]`` (the ScoringGroup),
+    ``logits[g]``, and ``input_keep`` (``plan.input_keep`` when the answer pass starts)."""
 
     def __init__(self, inner):
         self.inner, self.views, self.selected = inner, {}, {}
+        self.scoring_views, self.groups, self.logits = {}, {}, {}
         self.name = inner.name
 
     @property
@@ -116,14 +119,42 @@ class Recorder:
     def observes(self):
         return True
 
+    @property
+    def scoring_pass(self):
+        return self.inner.scoring_pass
+
+    @property
+    def scoring_logits(self):
+        return self.inner.scoring_logits
+
+    def scoring_groups(self, plan):
+        return self.inner.scoring_groups(plan)
+
+    def scoring_layers(self, num_layers):
+        return self.inner.scoring_layers(num_layers)
+
+    def score_group(self, group, logits):
+        self.groups[group.index], self.logits[group.index] = group, logits
+        return self.inner.score_group(group, logits)
+
+    def end_scoring(self):
+        self.inner.end_scoring()
+        self._keep()
+
     def begin(self, plan):
         self.inner.begin(plan)
         self.plan = plan
+        self._keep()
+
+    def _keep(self):
+        self.input_keep = None if self.plan.input_keep is None else self.plan.input_keep.clone()
 
     def observe(self, view):
         cos, sin = view.rope()
-        self.views.setdefault(view.chunk.index, {})[view.layer] = Captured(
-            view.chunk.index, view.layer, view.query.clone(), view.key.clone(), view.value.clone(), view.num_chunk,
+        index = view.group.index if view.group is not None else view.chunk.index
+        store = self.scoring_views if view.group is not None else self.views
+        store.setdefault(index, {})[view.layer] = Captured(
+            index, view.layer, view.query.clone(), view.key.clone(), view.value.clone(), view.num_chunk,
             view.num_guide, view.scaling, view.positions.clone(), cos.clone(), sin.clone())
         if self.inner.observes:
             self.inner.observe(view)

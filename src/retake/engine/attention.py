@@ -26,6 +26,11 @@ ATTENTION_NAME = "retake_sdpa"
 _registered = False
 
 
+class StopForward(Exception):
+    """Raised by the attention function after the last layer a scoring pass needs: the rest of
+    that forward is skipped (its cache entries are discarded by the engine)."""
+
+
 def _cpu_attention_lse(query, key, value, is_causal: bool, scale):
     """CPU flash attention with its log-sum-exp: ``([B, H, q, d], [B, H, q])``."""
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, is_causal, scale=scale)[:2]
@@ -77,6 +82,8 @@ def retake_attention(module, query, key, value, attention_mask, scaling=None, dr
     if rot is not None:  # reforged positions: the layer's own ids (the cache rotated the keys)
         query = rotate(query, rot)
     retake_ctx.observe(module.layer_idx, query, key, value, scaling)
+    if retake_ctx.stop_after is not None and module.layer_idx >= retake_ctx.stop_after:
+        raise StopForward
     out = causal_sdpa(query, key, value, scaling)
     return out.transpose(1, 2).contiguous(), None
 

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..methods.base import ChunkSpan, LayerKeep, LayerView, Method, VideoPlan
+from ..methods.base import ChunkSpan, LayerKeep, LayerView, Method, ScoringGroup, VideoPlan
 from ..models.base import Prompt, VideoFeatures, VideoInputs, VideoLMAdapter
+from .attention import StopForward
 from .cache import CompressibleCache
 from .positions import ReforgedPositions
 
@@ -81,10 +82,13 @@ class _StepContext:
     """
 
     def __init__(self, method: Method | None = None, chunk: ChunkSpan | None = None, n: int = 0, g: int = 0,
-                 positions=None, rope=None, rotations: dict | None = None):
+                 positions=None, rope=None, rotations: dict | None = None, group: ScoringGroup | None = None,
+                 stop_after: int | None = None):
         self.method, self.chunk, self.n, self.g = method, chunk, n, g
         self.positions, self._rope, self._cs = positions, rope, {}
         self.rotations = rotations
+        self.group = group  # a scoring pass's group (two-pass methods)
+        self.stop_after = stop_after  # the last layer this forward must run (scoring pass)
 
     def rope(self, ids: torch.Tensor, device: torch.device | None = None):
         """cos/sin of ``ids``, on ``device`` if given (layers may sit on different devices)."""
@@ -100,6 +104,7 @@ class _StepContext:
         view = LayerView(
             layer=layer, chunk=self.chunk, query=query[0], key=key[0], value=value[0],
             num_chunk=self.n, num_guide=self.g, scaling=scaling, positions=ids, rope=lambda: self.rope(ids, query.device),
+            group=self.group,
         )
         self.method.observe(view)
 
@@ -122,6 +127,18 @@ def keep_ratio(max_context: int, num_text: int, num_video: int) -> float:
     if room < 1:
         raise ValueError(f"max_context={max_context} leaves no room for video: the text alone is {num_text} tokens")
     return min(1.0, room / max(1, num_video))
+
+
+def apply_updates(x: torch.Tensor, updates: tuple[torch.Tensor, torch.Tensor], start: int, end: int) -> torch.Tensor:
+    """``x`` (the span's tokens ``[start, end)``) with the rows of ``updates = (index, embeds)``
+    that fall in that range replaced (a copy; ``x`` is not modified)."""
+    index, embeds = updates
+    a, b = (int(i) for i in torch.searchsorted(index, torch.tensor([start, end])))
+    if a == b:
+        return x
+    x = x.clone()
+    x[(index[a:b] - start).to(x.device)] = embeds[a:b].to(x.device, x.dtype)
+    return x
 
 
 class Engine:
@@ -147,6 +164,50 @@ class Engine:
         features = self.adapter.encode_video(video, batch_steps=self.config.vision_batch_steps, **kw)
         self._sync()
         return features, time.perf_counter() - t
+
+    def _scoring_pass(self, method: Method, plan: VideoPlan, features, extras, pos, vs: int, cache,
+                      guide_ids, guide_pos) -> None:
+        """Run each of the method's scoring groups as ``[group ; guide]`` over the prefix alone,
+        at the group tokens' own positions and the guide right after them (as for a chunk),
+        showing the method every layer up to ``scoring_layers``; the group's cache entries are
+        dropped after it (the cache holds the prefix again)."""
+        ad = self.adapter
+        L = ad.num_layers
+        stop = method.scoring_layers(L) - 1
+        if not 0 <= stop < L:
+            raise ValueError(f"method {method.name!r}: scoring_layers must be in [1, {L}], got {stop + 1}")
+        stop_after = None if method.scoring_logits or stop == L - 1 else stop
+        guide_emb = ad.embed(guide_ids) if guide_ids.numel() else None
+        for group in method.scoring_groups(plan):
+            idx = group.tokens
+            if idx.numel() == 0:
+                continue
+            x = features[idx.to(features.device)]
+            if plan.input_updates is not None:
+                raise RuntimeError("a scoring pass reads the video's own embeddings: set input_updates in end_scoring")
+            p = pos[:, vs + idx]
+            ex = {k: v[idx.to(v.device)] for k, v in extras.items()}
+            x = x.to(ad.device, non_blocking=True).unsqueeze(0)
+            n, g = int(idx.numel()), int(guide_ids.numel())
+            if guide_emb is not None:
+                p_guide = guide_pos + (int(p.max()) + 1 - int(guide_pos[0, 0]))
+                x = torch.cat([x, guide_emb], dim=1)
+                p = torch.cat([p, p_guide], dim=1)
+            ctx = _StepContext(method, None, n, g, positions=p, rope=lambda q, x=x: ad.rope(q, x), group=group,
+                               stop_after=stop_after)
+            logits = None
+            try:
+                h = ad.forward_embeds(x, p, cache, retake_ctx=ctx, **({"video_extras": ex} if ex else {}))
+                if method.scoring_logits:
+                    logits = ad.logits(h[0, -1]).float().cpu()
+            except StopForward:
+                pass
+            for layer in range(len(cache.layers)):
+                if cache.layer_length(layer) > vs:
+                    cache.truncate(layer, vs)
+            if not method.score_group(group, logits):
+                break
+        method.end_scoring()
 
     @torch.no_grad()
     def run(self, video: VideoInputs, prompt: Prompt, method: Method, return_cache: bool = False,
@@ -184,12 +245,17 @@ class Engine:
             num_layers=ad.num_layers, chunks=chunks, keep_ratio=r, max_context=cfg.max_context,
             num_video_tokens=n_video, num_text_tokens=n_text, tokens_per_step=video.tokens_per_step,
             step_token_offsets=video.step_token_offsets, features=features, visual_mask=video.visual_mask,
+            frames_per_step=video.frames_per_step, token_grid=video.token_grid,
         )
         method.begin(plan)
-
-        # 3. chunks (+ guide)
         g0 = ve if cfg.max_guide_tokens is None else max(ve, ids.shape[0] - cfg.max_guide_tokens)
         guide_ids, guide_pos = ids[g0:], pos[:, g0:]
+
+        # 2b. a two-pass method's scoring pass: its KV is discarded, it sets plan.input_keep
+        if method.scoring_pass:
+            self._scoring_pass(method, plan, features, extras, pos, vs, cache, guide_ids, guide_pos)
+
+        # 3. chunks (+ guide)
         use_guide = method.uses_guide and guide_ids.numel() > 0
         guide_emb = ad.embed(guide_ids) if use_guide else None
         g = int(guide_ids.numel()) if use_guide else 0
@@ -200,6 +266,8 @@ class Engine:
             x = features[chunk.token_start : chunk.token_end]
             p = pos[:, vs + chunk.token_start : vs + chunk.token_end]
             ex = {k: v[chunk.token_start : chunk.token_end] for k, v in extras.items()}
+            if plan.input_updates is not None:  # merged tokens fed with their merged embeddings
+                x = apply_updates(x, plan.input_updates, chunk.token_start, chunk.token_end)
             if plan.input_keep is not None:  # tokens the method dropped before prefill
                 m = plan.input_keep[chunk.token_start : chunk.token_end]
                 x, p = x[m.to(x.device)], p[:, m.cpu()]

@@ -3,7 +3,15 @@
 The engine calls, per video:
 
 1. ``begin(plan)`` once before prefill, with the chunk layout, the global keep ratio and
-   the video's visual embeddings (for temporal allocation / frame redundancy);
+   the video's visual embeddings (for temporal allocation / frame redundancy); a method that
+   prunes before the language model sets ``plan.input_keep`` (and ``plan.input_updates`` for
+   merged tokens) here;
+   a *two-pass* method (``scoring_pass``) is then shown a scoring pass: for each of its
+   ``scoring_groups(plan)`` the engine runs ``[group ; guide]`` over the prefix alone (nothing
+   of other groups, all of it discarded after), calls ``observe(view)`` with ``view.group`` set
+   in every layer up to ``scoring_layers`` (the rest of the forward is skipped unless
+   ``scoring_logits``), then ``score_group(group, logits)`` (returning False ends the scoring
+   pass early); then ``end_scoring()``, which sets ``plan.input_keep`` for the answer pass;
 2. for each chunk, while the chunk (plus the guide, if ``uses_guide``) passes the model,
    ``observe(view)`` in every layer: ``view`` exposes that layer's post-RoPE queries and
    keys of the current input and helpers for the usual scores;
@@ -52,12 +60,18 @@ class VideoPlan:
     step_token_offsets: ``[num_steps + 1]`` token offset of each grid step.
     tokens_per_step: grid (visual) tokens per step.
     keep_ratio: global video keep ratio r = min(1, (max_context - text) / N_v) (spec §1).
-    input_keep: set by a method in ``begin`` to drop video tokens before prefill: bool
-        ``[N_v]``; dropped tokens are never fed, kept ones keep their positions, and a chunk's
-        ``select`` indices then refer to its fed tokens only (``ChunkSpan.num_tokens`` stays
-        the chunk's full size; ``LayerView.num_chunk`` is what was fed).
+    input_keep: set by a method in ``begin`` (or ``end_scoring``) to drop video tokens before
+        prefill: bool ``[N_v]``; dropped tokens are never fed, kept ones keep their positions,
+        and a chunk's ``select`` indices then refer to its fed tokens only
+        (``ChunkSpan.num_tokens`` stays the chunk's full size; ``LayerView.num_chunk`` is what
+        was fed).
+    input_updates: ``(index [m] sorted span offsets, embeds [m, hidden])``: the input
+        embeddings those tokens are fed with instead of their own (merged tokens); ``features``
+        itself is never modified (it may be shared by the questions of a video).
     visual_mask: bool ``[N_v]``, True at grid tokens, for families with interleaved text;
         None: a step's grid tokens are its first ``tokens_per_step`` tokens.
+    frames_per_step: video frames per grid step (2 for Qwen's temporal patches, 1 for LLaVA).
+    token_grid: ``(rows, cols)`` of a step's grid tokens (``grid_index`` row p is row-major).
     """
 
     num_layers: int
@@ -71,6 +85,9 @@ class VideoPlan:
     features: torch.Tensor
     input_keep: torch.Tensor | None = None
     visual_mask: torch.Tensor | None = None
+    input_updates: tuple[torch.Tensor, torch.Tensor] | None = None
+    frames_per_step: int = 1
+    token_grid: tuple[int, int] | None = None  # (rows, cols) of a step's grid tokens, row-major
 
     def fed(self, chunk: ChunkSpan) -> int:
         """Tokens of ``chunk`` that are fed to the model."""
@@ -108,6 +125,37 @@ class VideoPlan:
         return d
 
 
+@dataclass(frozen=True)
+class ScoringGroup:
+    """One group of a two-pass method's scoring pass: ``index`` and the span offsets of its
+    tokens ``[n]`` (ascending; any subset of the video, e.g. every G-th grid step)."""
+
+    index: int
+    tokens: torch.Tensor
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.tokens.numel())
+
+
+def step_groups(plan: "VideoPlan", steps_per_group: int, strided: bool = False) -> list[ScoringGroup]:
+    """Scoring groups of whole grid steps: ``G = ceil(steps / steps_per_group)`` groups of
+    consecutive steps, or (``strided``) group g = steps g, g + G, g + 2G, ... (every group then
+    spans the whole video). A step's tokens are all of its span tokens."""
+    off = plan.step_token_offsets
+    n_steps = len(off) - 1
+    G = max(1, -(-n_steps // max(1, steps_per_group)))
+    if strided:
+        members = [list(range(g, n_steps, G)) for g in range(G)]
+    else:
+        members = [list(range(a, min(n_steps, a + steps_per_group))) for a in range(0, n_steps, steps_per_group)]
+    groups = []
+    for g, steps in enumerate(members):
+        idx = torch.cat([torch.arange(off[s], off[s + 1]) for s in steps]) if steps else torch.zeros(0, dtype=torch.long)
+        groups.append(ScoringGroup(g, idx))
+    return groups
+
+
 @dataclass
 class LayerView:
     """One layer's view of the current input (chunk tokens, then guide tokens).
@@ -128,6 +176,7 @@ class LayerView:
     scaling: float
     positions: torch.Tensor
     rope: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    group: ScoringGroup | None = None  # set in a two-pass method's scoring pass (``chunk`` is None then)
 
     @property
     def cache_len(self) -> int:
@@ -227,9 +276,30 @@ class Method:
     name: ClassVar[str] = "base"
     uses_guide: ClassVar[bool] = True  # append the guide (question) to every chunk
     observes: ClassVar[bool] = True  # receive observe() calls
+    # two-pass methods (see the module doc); a method may switch these in begin()
+    scoring_pass: ClassVar[bool] = False
+    scoring_logits: ClassVar[bool] = False  # the scoring pass runs every layer and gives the last logits
 
     def begin(self, plan: VideoPlan) -> None:
         self.plan = plan
+
+    # -- two-pass methods ---------------------------------------------------------------------
+    def scoring_groups(self, plan: VideoPlan) -> list[ScoringGroup]:
+        """The groups of the scoring pass (default: the chunks)."""
+        return [ScoringGroup(c.index, torch.arange(c.token_start, c.token_end)) for c in plan.chunks]
+
+    def scoring_layers(self, num_layers: int) -> int:
+        """How many layers the scoring pass must run (default all); the rest is skipped."""
+        return num_layers
+
+    def score_group(self, group: ScoringGroup, logits: torch.Tensor | None) -> bool:
+        """After a group's scoring forward (``logits``: ``[vocab]`` fp32 next-token logits at the
+        guide's end, with ``scoring_logits``). False ends the scoring pass (remaining groups are
+        not scored)."""
+        return True
+
+    def end_scoring(self) -> None:
+        """After the scoring pass: set ``plan.input_keep`` for the answer pass."""
 
     def __post_init__(self) -> None:
         """Validate hyper-parameters (subclasses extend)."""

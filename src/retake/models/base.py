@@ -49,6 +49,7 @@ class VideoInputs:
     sampling_fps: float
     timestamps: list[float]
     visual_mask: torch.Tensor | None = None
+    token_grid: tuple[int, int] | None = None  # (rows, cols) of a step's grid tokens, row-major
 
     @property
     def num_steps(self) -> int:
@@ -117,6 +118,13 @@ class VideoLMAdapter(ABC):
     @abstractmethod
     def size_factor(self) -> int:
         """Frame sides must be multiples of this (e.g. patch 14 x merge 2 = 28)."""
+
+    @property
+    def tokens_follow_resolution(self) -> bool:
+        """Whether a frame's token count follows its size (Qwen: one token per 28x28 pixels), so
+        that resizing the frames changes the tokens; False where every frame is encoded at one
+        fixed input size (LLaVA-OneVision's 384 px)."""
+        return True
 
     @abstractmethod
     def prepare_video(self, frames: torch.Tensor, sampling_fps: float, timestamps: list[float]) -> VideoInputs:

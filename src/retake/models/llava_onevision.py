@@ -131,6 +131,18 @@ class LlavaOnevisionAdapter(TransformersVideoLM):
     def size_factor(self) -> int:
         return self.patch_size  # frames are resized to the tower's square input anyway
 
+    @property
+    def tokens_follow_resolution(self) -> bool:
+        return False  # every frame is resized to the tower's square input
+
+    @property
+    def pooled_side(self) -> int:
+        """Rows (= columns) of a frame's token grid after the 2x2 pooling (14 at 384 px)."""
+        side = int(round(self.tokens_per_frame ** 0.5))
+        if side * side != self.tokens_per_frame:
+            raise ValueError(f"{self.tokens_per_frame} tokens per frame are not a square grid")
+        return side
+
     def prepare_video(self, frames, sampling_fps, timestamps) -> VideoInputs:
         pv = self.pp(frames, dtype=self.model.model.vision_tower.dtype)
         T, side = int(frames.shape[0]), self.pp.image_size // self.patch_size
@@ -145,6 +157,7 @@ class LlavaOnevisionAdapter(TransformersVideoLM):
             step_token_offsets=offsets,
             sampling_fps=sampling_fps,
             timestamps=list(timestamps),
+            token_grid=(self.pooled_side, self.pooled_side),
         )
 
     def chat_text(self, question: str, system_prompt: str | None = None) -> str:

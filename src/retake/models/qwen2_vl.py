@@ -142,6 +142,7 @@ class QwenVLAdapter(TransformersVideoLM):
             step_token_offsets=[s * per_step for s in range(grid[0] + 1)],
             sampling_fps=sampling_fps,
             timestamps=list(timestamps),
+            token_grid=(grid[1] // self.pp.merge_size, grid[2] // self.pp.merge_size),
         )
 
     def chat_text(self, question: str, system_prompt: str | None = None) -> str:

@@ -158,6 +158,7 @@ class Qwen3VLAdapter(QwenVLAdapter):
             num_frames=int(frames.shape[0]),
             frames_per_step=self.pp.temporal_patch_size,
             tokens_per_step=h * w,
+            token_grid=(h, w),
             step_token_offsets=offsets,
             sampling_fps=sampling_fps,
             timestamps=list(timestamps),
