@@ -183,3 +183,100 @@ def pyramidkv_counts(num_layers: int, ratio: float, n: int, beta: float) -> torc
         bottom, top = float(n), 2 * T - n
     x = torch.linspace(bottom, top, num_layers, dtype=torch.float64) if num_layers > 1 else torch.tensor([T], dtype=torch.float64)
     return round_to_total(x, 1, n)
+
+
+# -- pre-LLM and two-pass methods: token counts over groups / frames ------------------------
+
+def capped_counts(weights: torch.Tensor, caps: torch.Tensor, total: int) -> torch.Tensor:
+    """Integers ``k_g`` in ``[0, caps_g]`` summing to ``min(total, sum(caps))``, proportional to
+    ``weights`` where no cap binds (water-filling: ``k = min(s * w, caps)`` with the scale s
+    found by bisection), rounded by largest remainder (ties to the lower index). All-zero
+    weights share by size (``weights = caps``). weights, caps ``[G]`` -> ``[G]`` long."""
+    w = weights.double().clamp_min(0)
+    caps = caps.double().clamp_min(0)
+    total = int(min(int(total), int(caps.sum())))
+    if total <= 0:
+        return torch.zeros_like(caps, dtype=torch.long)
+    if float(w[caps > 0].sum()) <= 0:
+        w = caps.clone()
+    w = torch.where(caps > 0, w, torch.zeros_like(w))
+
+    def filled(s: float) -> float:
+        return float(torch.minimum(s * w, caps).sum())
+
+    lo, hi = 0.0, 1.0
+    while filled(hi) < total and hi < 1e30:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if filled(mid) < total:
+            lo = mid
+        else:
+            hi = mid
+    x = torch.minimum(hi * w, caps)
+    k = torch.floor(x + 1e-9).clamp(max=caps)
+    frac = torch.where(k < caps, torch.round((x - k) * 1e9), torch.full_like(x, -1.0))
+    extra = torch.sort(-frac, stable=True).indices[: max(0, total - int(k.sum()))]
+    k[extra] += 1
+    return k.long()
+
+
+def input_budget(plan: VideoPlan) -> int:
+    """Video tokens a pre-LLM method may feed: ``round(r * N_v)`` (at least 1), the budget of
+    every method (spec §1)."""
+    return max(1, int(round_half_up(plan.keep_ratio * plan.num_video_tokens)))
+
+
+def step_text(plan: VideoPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """The span's tokens outside the grid (Qwen3-VL's timestamps and vision start / end, LLaVA's
+    trailing newline): (their span offsets ``[m]``, the grid step each belongs to ``[m]``)."""
+    is_grid = torch.zeros(plan.num_video_tokens, dtype=torch.bool)
+    is_grid[plan.grid_index().reshape(-1)] = True
+    off = torch.tensor(plan.step_token_offsets)
+    text = torch.nonzero(~is_grid).flatten()
+    step = (torch.searchsorted(off, text, right=True) - 1).clamp(0, len(off) - 2)
+    return text, step
+
+
+def keep_grid_tokens(plan: VideoPlan, grid_keep: torch.Tensor) -> torch.Tensor:
+    """``plan.input_keep`` from a bool ``[num_steps, tokens_per_step]`` over the grid tokens: a
+    step's interleaved text is fed iff one of its grid tokens is (a timestamp without its frame
+    says nothing)."""
+    keep = torch.zeros(plan.num_video_tokens, dtype=torch.bool)
+    grid_keep = grid_keep.reshape(len(plan.step_token_offsets) - 1, -1).cpu()
+    keep[plan.grid_index().reshape(-1)] = grid_keep.reshape(-1)
+    text, step = step_text(plan)
+    keep[text] = grid_keep.any(dim=1)[step]
+    return keep
+
+
+def fit_grid(plan: VideoPlan, select) -> tuple[torch.Tensor, int]:
+    """``(plan.input_keep, G)`` for a pre-LLM method: ``select(G)`` returns a bool ``[num_steps,
+    tokens_per_step]`` of (at most) G kept grid tokens; G is the largest for which they and the
+    text of the steps they touch (:func:`keep_grid_tokens`) fit the budget
+    (:func:`input_budget`), found by bisection (the text of a step is counted once it keeps a
+    grid token). Families without interleaved text use G = the budget directly."""
+    budget = input_budget(plan)
+    n_grid = plan.grid_index().numel()
+    top = min(n_grid, budget)
+    text, _ = step_text(plan)
+    if len(text) == 0:
+        return keep_grid_tokens(plan, select(top)), top
+
+    def fitted(G: int):
+        keep = keep_grid_tokens(plan, select(G))
+        return keep, int(keep.sum()) <= budget
+
+    lo = max(0, min(top, budget - len(text)))  # fits whatever steps it touches
+    best, fits = fitted(lo)
+    if not fits:  # (only when a method keeps more than G, e.g. one token per frame at least)
+        lo, best = 0, fitted(0)[0]
+    hi = top
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        keep, fits = fitted(mid)
+        if fits:
+            lo, best = mid, keep
+        else:
+            hi = mid - 1
+    return best, lo
