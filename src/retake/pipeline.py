@@ -27,6 +27,7 @@ from typing import Any
 
 from .engine import Engine, EngineConfig
 from .methods import Method
+from .methods.downsample import fit_long_side
 from .methods.uniform import max_frames_for_context
 from .models import VideoInputs, VideoLMAdapter
 from .video import load_video
@@ -58,6 +59,7 @@ class PreparedVideo:
     video_fps: float
     decode_seconds: float  # decode + sampling + resize + the adapter's preprocessing
     features: Any = None  # the engine's encode() output, once computed
+    original_size: tuple[int, int] | None = None  # (height, width) before resizing
     declared_frames: int | None = None  # the container header's frame count
     decoded_frames: int | None = None  # the frames sampled over (fewer than declared in a cut-off file)
     warnings: tuple[str, ...] = ()
@@ -91,7 +93,8 @@ def prepare_video(adapter: VideoLMAdapter, path: str, sampling: SamplingConfig, 
     inputs = adapter.prepare_video(video.frames, video.sampling_fps, video.timestamps)
     return PreparedVideo(key=key, inputs=inputs, num_frames=video.num_frames, frame_size=list(video.frames.shape[-2:]),
                          sampling_fps=video.sampling_fps, video_fps=video.video_fps,
-                         decode_seconds=time.perf_counter() - t, declared_frames=video.declared_frames,
+                         decode_seconds=time.perf_counter() - t, original_size=tuple(video.original_size),
+                         declared_frames=video.declared_frames,
                          decoded_frames=video.total_frames, warnings=tuple(video.warnings))
 
 
@@ -219,12 +222,13 @@ def answer_question(
     engine = engine or EngineConfig()
     runner = Engine(adapter, engine)
 
-    def get(max_frames: int) -> tuple[PreparedVideo, bool]:
-        key = video_key(adapter, video_path, sampling, max_frames)
+    def get(max_frames: int, at: SamplingConfig | None = None) -> tuple[PreparedVideo, bool]:
+        at = at or sampling
+        key = video_key(adapter, video_path, at, max_frames)
         hit = reuse.get(key) if reuse is not None else None
         if hit is not None:
             return hit, True
-        pv = prepared if prepared is not None and prepared.key == key else prepare_video(adapter, video_path, sampling, max_frames)
+        pv = prepared if prepared is not None and prepared.key == key else prepare_video(adapter, video_path, at, max_frames)
         return pv, False
 
     pv, reused = get(sampling.max_frames)
@@ -236,6 +240,15 @@ def answer_question(
                                      pv.inputs.frames_per_step)
         if fit < pv.num_frames:  # sample again, fewer frames over the same timeline
             pv, reused = get(fit)
+            prompt = adapter.build_prompt(question, pv.inputs, system_prompt=system_prompt)
+    if (getattr(method, "fits_resolution_to_context", False) and getattr(method, "mode", "resize") == "resize"
+            and adapter.tokens_follow_resolution and pv.original_size):
+        # every frame kept, each smaller (downsample): the largest size whose tokens fit
+        inputs = pv.inputs
+        side = fit_long_side(*pv.original_size, sampling.max_long_side, adapter.size_factor, inputs.num_steps,
+                             inputs.max_step_tokens - inputs.tokens_per_step, engine.max_context - prompt.num_text_tokens)
+        if side < max(pv.frame_size):
+            pv, reused = get(sampling.max_frames, replace(sampling, max_long_side=side))
             prompt = adapter.build_prompt(question, pv.inputs, system_prompt=system_prompt)
     vision_seconds = 0.0
     features = pv.features
