@@ -231,3 +231,107 @@ def sparsevlm_scores(views, rec, chunk):
         a, raters = sparsevlm_raters(views[l])
         out.append(a[raters].sum(0))
     return out
+
+
+# -- pre-LLM and two-pass selectors: scores over the video's tokens --------------------------
+#
+# ``REFERENCE_INPUT_SCORES[name](rec) -> list of (span offsets [n], score [n])`` groups: in each
+# group, the tokens the method fed (``rec.input_keep``) must be exactly the top-|fed| by score.
+# Written from docs/methods.md, not from the methods' code.
+
+REFERENCE_INPUT_SCORES: dict = {}
+
+
+def input_reference(name):
+    def register(fn):
+        REFERENCE_INPUT_SCORES[name] = fn
+        return fn
+
+    return register
+
+
+def grid_tokens(plan):
+    return plan.grid_index()  # [T, P] span offsets
+
+
+@input_reference("evs")
+def evs_scores(rec):
+    # 1 - cos with the same position one step earlier over the whole video; the first step first
+    idx = grid_tokens(rec.plan)
+    v = rec.plan.features[idx].double()
+    d = torch.full(idx.shape, float("inf"), dtype=torch.float64)
+    d[1:] = 1 - torch.nn.functional.cosine_similarity(v[1:], v[:-1], dim=-1)
+    return [(idx.reshape(-1), d.reshape(-1))]
+
+
+@input_reference("vidcom2")
+def vidcom2_reference(rec):
+    # per frame: the tokens least like the video centre and their frame centre (multi-scale
+    # Gaussian on the lowest-variance half of the channels, L2-normalised), lowest first
+    idx = grid_tokens(rec.plan)
+    x = rec.plan.features[idx].double()  # [T, P, D]
+    T, P, D = x.shape
+    var = x.reshape(-1, D).var(0, unbiased=False)
+    x = x[..., var.argsort()[: D // 2]]
+    x = x / x.norm(dim=-1, keepdim=True)
+
+    def g(c):
+        dist = ((x - c) ** 2).sum(-1)
+        return sum(torch.exp(-dist / (2 * 2.0**k)) for k in range(-3, 2))
+
+    score = -(g(x.mean((0, 1), keepdim=True)) + g(x.mean(1, keepdim=True)))
+    return [(idx[t], score[t]) for t in range(T)]
+
+
+def guide_max_attention(v):
+    # max over heads and guide queries of the guide's real attention (causal over the guide) to
+    # the group's tokens
+    K = v.key.shape[1]
+    rows = torch.arange(v.n, v.n + v.g)
+    k = v.key.double().repeat_interleave(v.query.shape[0] // v.key.shape[0], 0)
+    logits = v.query[:, rows].double() @ k.transpose(-1, -2) * v.scaling
+    visible = torch.arange(K)[None, :] <= K - (v.n + v.g) + rows[:, None]
+    att = torch.softmax(logits.masked_fill(~visible, float("-inf")), -1)
+    cols = att[:, :, v.cache_len : v.cache_len + v.n]
+    return cols.amax(dim=(0, 1)) if rec_aggregate(v) == "max" else cols.mean(dim=(0, 1))
+
+
+def rec_aggregate(v):
+    return _AGGREGATE[0]
+
+
+_AGGREGATE = ["max"]
+
+
+@input_reference("flexselect")
+@input_reference("adaptoken")
+def reference_layer_scores(rec):
+    # each scoring group ranked by its own reference-layer attention
+    m = rec.inner
+    _AGGREGATE[0] = m.aggregate
+    out = []
+    for g, views in rec.scoring_views.items():
+        group = rec.groups[g]
+        grid = torch.zeros(rec.plan.num_video_tokens, dtype=torch.bool)
+        grid[grid_tokens(rec.plan).reshape(-1)] = True
+        member = grid[group.tokens]
+        out.append((group.tokens[member], guide_max_attention(views[m.layer])[member]))
+    return out
+
+
+@input_reference("fastvid")
+def fastvid_salient(rec):
+    # the salient part only: per frame the top-S tokens by the attention of the frame's mean
+    # token (the contextual part is a density-based merge, tested in test_prepruners.py)
+    idx = grid_tokens(rec.plan)
+    if not rec.inner.salient.any():
+        return None  # the budget leaves no salient token per frame: nothing to check
+    x = rec.plan.features[idx].double()
+    q = x.mean(1, keepdim=True)
+    att = torch.softmax((q * x).sum(-1) / x.shape[-1] ** 0.5, -1)  # [T, P]
+    # a frame's tokens but its contextual (merged) ones: the fed among them are the salient
+    out = []
+    for t in range(idx.shape[0]):
+        contextual = rec.input_keep[idx[t]] & ~rec.inner.salient[t]
+        out.append((idx[t][~contextual], att[t][~contextual]))
+    return out

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import Recorder, make_inputs
-from reference_scores import REFERENCE_SCORES
+from reference_scores import REFERENCE_INPUT_SCORES, REFERENCE_SCORES
 from retake.engine import Engine, EngineConfig
 from retake.methods import METHODS, LayerKeep, get_method
 from retake.pipeline import SamplingConfig, answer_question
@@ -99,3 +99,30 @@ def test_kept_tokens_are_top_scores(arch, adapters, clip, name, video_share):
                 assert float(score[dropped].max()) <= kept_min + tol, f"{name}: chunk {c} layer {layer} is not top-k"
             checked += 1
     assert checked > 0, "nothing was compressed: the budget did not bite"
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_INPUT_SCORES))
+@pytest.mark.parametrize("video_share", [0.15, 0.5])
+def test_fed_tokens_are_top_scores(arch, adapters, clip, name, video_share):
+    """Methods that select before the language model (pre-LLM pruners and the answer pass of
+    two-pass methods): in every group of their definition the tokens fed are exactly the top-k of
+    the score recomputed independently (tests/reference_scores.py)."""
+    ad = adapters[arch]
+    params = {"group_frames": 16} if name in ("flexselect", "adaptoken") else {}  # several groups of 48 frames
+    inputs, prompt = make_inputs(ad, load_video(clip, fps=2.0, max_frames=48, max_long_side=84))
+    budget = prompt.num_text_tokens + int(video_share * inputs.num_tokens)
+    rec = Recorder(get_method(name, **params))
+    Engine(ad, EngineConfig(chunk_frames=8, max_context=budget, max_new_tokens=1)).run(inputs, prompt, rec)
+    assert rec.input_keep is not None and not rec.input_keep.all(), "nothing was dropped: the budget did not bite"
+    groups = REFERENCE_INPUT_SCORES[name](rec)
+    if groups is None:
+        pytest.skip(f"{name} selects nothing by score at this budget")
+    checked = 0
+    for tokens, score in groups:
+        fed = rec.input_keep[tokens]
+        if fed.all() or not fed.any():
+            continue
+        tol = 1e-6 * max(1.0, float(score[fed].abs().min()))
+        assert float(score[~fed].max()) <= float(score[fed].min()) + tol, f"{name}: a group's fed tokens are not its top-k"
+        checked += 1
+    assert checked > 0, f"{name}: no group with both fed and dropped tokens"

@@ -5,19 +5,26 @@ from __future__ import annotations
 import dataclasses
 
 from .adakv import AdaKV
+from .adaptoken import AdaptToken
 from .adaretake import AdaReTaKe
-from .base import ChunkSpan, LayerKeep, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
+from .base import ChunkSpan, LayerKeep, LayerView, Method, ScoringGroup, VideoPlan, budget_tokens, topk_sorted
+from .downsample import Downsample
+from .evs import EVS
 from .fastv import FastV
+from .fastvid import FastVID
 from .fitprune import FitPrune
+from .flexselect import FlexSelect
 from .h2o import H2O
 from .lookm import LookM
 from .none import NoCompression
 from .pyramiddrop import PyramidDrop
 from .pyramidkv import PyramidKV
+from .random import RandomTokens
 from .retake import ReTaKe
 from .snapkv import SnapKV
 from .sparsevlm import SparseVLM
 from .uniform import UniformFrames
+from .vidcom2 import VidCom2
 from .vlcache import VLCache
 
 METHODS: dict[str, type[Method]] = {
@@ -38,6 +45,14 @@ METHODS: dict[str, type[Method]] = {
     # -- lookm, sparsevlm
     LookM.name: LookM,
     SparseVLM.name: SparseVLM,
+    # -- the 2025-2026 comparison: query-aware selection (two passes), pre-LLM pruners, sanity baselines
+    FlexSelect.name: FlexSelect,
+    AdaptToken.name: AdaptToken,
+    VidCom2.name: VidCom2,
+    EVS.name: EVS,
+    FastVID.name: FastVID,
+    RandomTokens.name: RandomTokens,
+    Downsample.name: Downsample,
 }
 
 
@@ -55,4 +70,5 @@ def get_method(name: str, **params) -> Method:
     return cls(**params)
 
 
-__all__ = ["METHODS", "ChunkSpan", "LayerKeep", "LayerView", "Method", "VideoPlan", "budget_tokens", "get_method", "topk_sorted"]
+__all__ = ["METHODS", "ChunkSpan", "LayerKeep", "LayerView", "Method", "ScoringGroup", "VideoPlan", "budget_tokens",
+           "get_method", "topk_sorted"]
