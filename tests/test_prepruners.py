@@ -141,3 +141,14 @@ def test_fastvid_merge_formula_on_a_hand_case():
     by = dict(zip(anchors, merged))
     assert torch.allclose(by[(0, 0)], 0.6 * x[0, 0] + 0.4 * (x[0, 0] + x[1, 0]) / 2)
     assert torch.allclose(by[(0, 1)], 0.6 * x[0, 1] + 0.4 * (x[0, 1] + x[1, 1]) / 2)
+
+
+@pytest.mark.parametrize("name", ["vidcom2", "fastvid", "evs", "random"])
+def test_a_budget_under_one_token_per_frame_is_still_spent(name):
+    """32 frames of 4 tokens at r = 0.05: 6 tokens for 32 frames. VidCom2's per-frame rounding
+    alone would keep none (each frame's share rounds to 0) and FastVID's per-frame count would be
+    0; both spend the budget (the most unique frames / the segments' anchors get the tokens)."""
+    plan = plan_of(steps=32, per_step=4, r=0.05, hidden=8, steps_per_chunk=8)
+    get_method(name).begin(plan)
+    kept = int(plan.input_keep.sum())
+    assert kept == input_budget(plan) == 6 or (name == "fastvid" and 0 < kept <= 6)

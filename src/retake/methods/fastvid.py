@@ -9,15 +9,16 @@ Before prefill, on the video's LLM-space grid tokens ``v[t, p]`` (t a grid step:
 1. **DySeg**: frame features ``f_t`` = the step's mean token; transition similarities
    ``cos(f_t, f_{t+1})``; the video is cut after the ``c - 1`` lowest and after every one
    below ``tau`` (``dyseg_c`` 8, ``dyseg_tau`` 0.9), giving segments of consecutive frames;
-2. per frame ``R = round(B / T)`` tokens are kept (B the grid budget), ``S = int(d R)`` salient
-   and ``R - S`` contextual (``d`` 0.4);
+2. per frame ``R = B / T`` tokens are kept (B the grid budget), ``S = int(d R)`` salient
+   and ``R - S`` contextual (``d`` 0.4), the video's ``T (R - S)`` contextual tokens shared by the
+   segments by length (largest remainder: a budget under one token per frame is still spent);
 3. **salient** (attention token selection): the frame's top-S tokens by the attention of a
    query at the frame's mean token, ``softmax_p(<f_t, v[t, p]> / sqrt(D))``, fed as they are;
 4. **contextual** (density-based token merging, on the frames' other tokens): a DPC-kNN density
    score per token of a frame, ``rho = exp(-mean of the k smallest squared distances / D)``
    (``k`` 4, distances ``||x - y|| / sqrt(D)``) times the distance to the nearest denser token;
-   anchor frames every ``dtm_p`` (4) frames of a segment; each anchor frame keeps its top
-   ``len(segment) (R - S) / #anchors`` tokens by that score (anchor tokens); every other
+   anchor frames every ``dtm_p`` (4) frames of a segment share the segment's contextual tokens
+   (the first ones the remainder) and keep their top tokens by that score (anchor tokens); every other
    token of the segment joins the anchor token of highest cosine similarity; an anchor token
    becomes ``alpha x_a + (1 - alpha) mean(joined)``, ``alpha = max(1 / (count + 1), dtm_alpha)``
    (``dtm_alpha`` 0.6), fed at the anchor token's position (``plan.input_updates``).
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .allocation import fit_grid
+from .allocation import capped_counts, fit_grid
 from .base import ChunkSpan, Method, VideoPlan
 
 
@@ -116,7 +117,7 @@ class FastVID(Method):
         tried: dict[int, tuple] = {}
 
         def prune(G: int) -> torch.Tensor:
-            retained = min(P, int(math.floor(G / T + 0.5)))
+            retained = min(float(P), G / T)  # per frame; below 1 the segments' anchors share it
             salient = int(self.d * retained)
             keep = torch.zeros(T, P, dtype=torch.bool)
             if salient:
@@ -133,9 +134,11 @@ class FastVID(Method):
             order = torch.argsort(index)
             plan.input_updates = (index[order], torch.stack(merged)[order].to(plan.features.dtype))
 
-    def _merge(self, x: torch.Tensor, rest: torch.Tensor, contextual: int, keep: torch.Tensor):
-        """Density-based token merging per segment; marks anchor tokens in ``keep`` and returns
-        their (frame, position) and merged embeddings."""
+    def _merge(self, x: torch.Tensor, rest: torch.Tensor, contextual: float, keep: torch.Tensor):
+        """Density-based token merging per segment (``contextual`` tokens per frame: the video's
+        ``round(T contextual)`` shared by the segments in proportion to their lengths, by largest
+        remainder, then by a segment's anchor frames, the first ones taking the remainder); marks
+        the anchor tokens in ``keep`` and returns their (frame, position) and merged embeddings."""
         T, P, D = x.shape
         anchors, merged = [], []
         if contextual <= 0 or not rest.any():
@@ -144,14 +147,19 @@ class FastVID(Method):
         cand = torch.nonzero(rest).reshape(T, n_rest, 2)[..., 1]  # [T, n]: positions of each frame's candidates
         feats = torch.gather(x, 1, cand.to(x.device)[..., None].expand(-1, -1, D))  # [T, n, D]
         score = density_scores(feats, self.k).cpu()
+        lengths = torch.tensor(self.segments)
+        n_anchors = (lengths + self.dtm_p - 1) // self.dtm_p
+        totals = capped_counts(lengths.double(), n_anchors * n_rest, int(math.floor(T * contextual + 0.5)))
         start = 0
-        for length in self.segments:
+        for length, total in zip(self.segments, totals.tolist()):
             frames = list(range(start, start + length))
             anchor_frames = frames[:: self.dtm_p]
-            per_anchor = min(n_rest, length * contextual // len(anchor_frames))
-            if per_anchor > 0:
+            share = [min(n_rest, total // len(anchor_frames) + (i < total % len(anchor_frames)))
+                     for i in range(len(anchor_frames))]
+            if sum(share) > 0:
                 tokens = feats[start : start + length].reshape(-1, D)  # the segment's candidates
-                a_pos = [(t, int(cand[t, j])) for t in anchor_frames for j in torch.topk(score[t], per_anchor).indices.tolist()]
+                a_pos = [(t, int(cand[t, j])) for t, k in zip(anchor_frames, share) if k
+                         for j in torch.topk(score[t], k).indices.tolist()]
                 a_feat = torch.stack([x[t, p] for t, p in a_pos])  # [A, D]
                 join = (F.normalize(tokens, dim=-1) @ F.normalize(a_feat, dim=-1).T).argmax(-1)  # [m]
                 one_hot = F.one_hot(join, num_classes=len(a_pos)).to(tokens.dtype)  # [m, A]

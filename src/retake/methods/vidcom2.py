@@ -21,8 +21,10 @@ step), as the authors' ``vidcom2_compression``:
 
 A frame's budget above P is clipped (``s_t <= 1``) as the authors do, so the total can fall
 short of ``r * P * T``; it never exceeds it by more than the rounding of each frame. Where the
-budget holds less than one token per frame (Qwen3-VL's per-frame timestamps count in it), the
-authors' minimum of one token per frame is dropped: frames may keep none.
+budget holds less than one token per frame, the authors' per-frame rounding would keep nothing
+(every ``s_t P`` rounds to 0) and their minimum of one per frame would exceed the budget: the
+frames' shares ``s_t P`` are then rounded by largest remainder to the budget
+(``allocation.capped_counts``), so the most unique frames keep a token and the rest none.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .allocation import fit_grid
+from .allocation import capped_counts, fit_grid
 from .base import ChunkSpan, Method, VideoPlan
 
 ALPHAS = tuple(2.0**k for k in range(-3, 2))
@@ -78,12 +80,15 @@ def selected_channels(features: torch.Tensor, idx: torch.Tensor, ratio: float = 
     return torch.topk(var, k=max(1, int(D * ratio)), largest=False).indices
 
 
-def frame_budgets(v: torch.Tensor, ratio: float, temperature: float = 0.01, min_tokens: int = 1) -> torch.Tensor:
+def frame_budgets(v: torch.Tensor, ratio: float, temperature: float = 0.01, min_tokens: int = 1,
+                  rounded: bool = True) -> torch.Tensor:
     """``k_t``: ``max(min_tokens, round(min(1, ratio (1 + q_t - mean q)) P))``,
-    ``q = softmax(-mean_p v / temperature)``."""
+    ``q = softmax(-mean_p v / temperature)`` (``rounded=False``: the unrounded ``s_t P``)."""
     u = -v.mean(dim=-1)
     q = torch.softmax((u - u.max()) / temperature, dim=0)
     scale = (ratio * (1 + q - q.mean())).clamp(max=1.0)
+    if not rounded:
+        return scale * v.shape[1]
     return torch.floor(scale * v.shape[1] + 0.5).long().clamp(min=min_tokens)
 
 
@@ -115,11 +120,15 @@ class VidCom2(Method):
 
     def keep(self, ratio: float) -> torch.Tensor:
         """The kept grid tokens ``[T, P]`` at retention ratio ``ratio``."""
-        keep = torch.zeros(tuple(self.scores.shape), dtype=torch.bool)
-        # at least one token per frame (the authors'), unless the budget holds less than that
-        at_least = 1 if ratio * self.scores.shape[1] >= 1 else 0
-        for t, k in enumerate(frame_budgets(self.v, ratio, self.temperature, at_least).tolist()):
-            keep[t, torch.topk(self.scores[t], k=min(k, self.scores.shape[1]), largest=False).indices] = True
+        T, P = self.scores.shape
+        keep = torch.zeros(T, P, dtype=torch.bool)
+        if ratio * P >= 1:  # the authors' rule: round per frame, at least one token each
+            counts = frame_budgets(self.v, ratio, self.temperature)
+        else:  # under one token per frame: the frames' shares, rounded so the budget is spent
+            share = frame_budgets(self.v, ratio, self.temperature, min_tokens=0, rounded=False)
+            counts = capped_counts(share, torch.full((T,), P), int(round(ratio * P * T)))
+        for t, k in enumerate(counts.tolist()):
+            keep[t, torch.topk(self.scores[t], k=min(k, P), largest=False).indices] = True
         return keep
 
     def select(self, chunk: ChunkSpan):
