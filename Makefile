@@ -74,6 +74,10 @@ reproduce-table4: setup ## paper Table 4 (fine-grained temporal tasks)
 	$(RUN) -m +experiment=table4 data_root=$(DATA) $(ARGS)
 	$(MAKE) tables
 
+compare-2026: setup ## every method, old and new, at Table 2's budget (conf/experiment/compare_2026.yaml)
+	$(RUN) -m +experiment=compare_2026 data_root=$(DATA) $(ARGS)
+	$(MAKE) tables
+
 ablation: setup ## Hydra multirun grid: methods x budget x frames (conf/experiment/ablation.yaml)
 	$(RUN) -m +experiment=ablation data_root=$(DATA) $(ARGS)
 	$(MAKE) tables
@@ -91,4 +95,4 @@ clean: ## remove demo outputs and caches (keeps .venv)
 	rm -rf $(OUT) .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
 
-.PHONY: help setup test test-slow demo bench clean train-synthetic tables ablation reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4
+.PHONY: help setup test test-slow demo bench clean train-synthetic tables ablation compare-2026 reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4

@@ -29,7 +29,8 @@ import warnings
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = ("videomme", "mlvu_dev", "longvideobench_val", "lvbench")
 METHODS = "none,uniform,adaretake,retake,fastv,pyramiddrop,snapkv"
-NEEDLE_METHODS = "uniform,adaretake,retake,fastv,pyramiddrop,vlcache,fitprune,lookm,sparsevlm,snapkv,h2o"
+NEEDLE_METHODS = ("uniform,random,downsample,adaretake,retake,fastv,pyramiddrop,vlcache,fitprune,lookm,sparsevlm,snapkv,h2o,"
+                  "flexselect,adaptoken,vidcom2,evs,fastvid")
 NEEDLE_MODEL = os.path.join(ROOT, "checkpoints", "needle_qwen2_5_vl")
 KEEP_RATIOS = (0.05, 0.1, 0.25)
 
