@@ -120,6 +120,14 @@ class Recorder:
         return True
 
     @property
+    def question_aware(self):
+        return self.inner.question_aware
+
+    @property
+    def proxy_guide(self):
+        return self.inner.proxy_guide
+
+    @property
     def scoring_pass(self):
         return self.inner.scoring_pass
 

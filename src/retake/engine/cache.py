@@ -43,8 +43,8 @@ class CompressibleCache(DynamicCache):
         lay.values = lay.values[..., :length, :]
 
     def keep(self, layer: int, start: int, keep: LayerKeep) -> None:
-        """Keep entries ``[0, start)`` and, of the entries from ``start`` on (the newest
-        chunk), those at ``keep.index``, optionally replaced by ``keep.keys/values``, followed
+        """Keep entries ``[0, start)`` and, of the entries from ``start`` on (the newest chunk,
+        or every video entry for a ``scope="video"`` keep), those at ``keep.index``, optionally replaced by ``keep.keys/values``, followed
         by ``keep.extra_keys/values``."""
         lay = self.layers[layer]
         dev = lay.keys.device
@@ -56,6 +56,19 @@ class CompressibleCache(DynamicCache):
             ks.append(keep.extra_keys.to(dev, lay.keys.dtype)[None])
             vs.append(keep.extra_values.to(dev, lay.values.dtype)[None])
         lay.keys, lay.values = torch.cat(ks, dim=-2), torch.cat(vs, dim=-2)
+
+    def snapshot(self) -> list:
+        """What :meth:`restore` needs to bring the cache back to this point. The engine never
+        writes into entries it holds (appending and compressing make new tensors; rotating a
+        chunk's keys happens before a snapshot is taken), so keeping the tensors is enough."""
+        return [(lay.keys, lay.values) for lay in self.layers]
+
+    def restore(self, snapshot: list) -> None:
+        """Back to the point of ``snapshot``: entries added since (a question and its answer) are gone."""
+        if len(snapshot) != len(self.layers):
+            raise ValueError(f"snapshot of {len(snapshot)} layers for a cache of {len(self.layers)}")
+        for lay, (k, v) in zip(self.layers, snapshot):
+            lay.keys, lay.values = k, v
 
     def rotate(self, layer: int, start: int, count: int, rot) -> None:
         """Rotate the keys of entries ``[start, start + count)`` by a pure rotation ``[count, d]``."""

@@ -32,6 +32,9 @@ from .cache import CompressibleCache
 from .positions import ReforgedPositions
 
 
+QUESTION_MODES = ("aware", "unknown")
+
+
 @dataclass
 class EngineConfig:
     chunk_frames: int = 32
@@ -43,6 +46,11 @@ class EngineConfig:
     # keep the video's input embeddings [N_v, hidden] in (pinned) CPU memory and send each
     # chunk's to the accelerator: accelerator memory then stops growing with the frames
     offload_features: bool = False
+    # "aware": the guide is the question (the papers' setting); "unknown": the video is
+    # compressed without it (guided methods see the proxy guide), so one compressed cache
+    # serves every question on the video
+    question_mode: str = "aware"
+    question_tokens: int = 256  # "unknown": the room the budget leaves for a question's tokens
 
     def __post_init__(self):
         if self.chunk_frames < 1:
@@ -53,6 +61,10 @@ class EngineConfig:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
         if self.max_guide_tokens is not None and self.max_guide_tokens < 1:
             raise ValueError(f"max_guide_tokens must be >= 1 or None, got {self.max_guide_tokens}")
+        if self.question_mode not in QUESTION_MODES:
+            raise ValueError(f"question_mode must be one of {', '.join(QUESTION_MODES)}, got {self.question_mode!r}")
+        if self.question_tokens < 0:
+            raise ValueError(f"question_tokens must be >= 0, got {self.question_tokens}")
 
 
 @dataclass
@@ -71,6 +83,42 @@ class EngineOutput:
     decode_seconds: float
     peak_memory_bytes: int | None  # accelerator peak during the run, summed over the model's devices; None on CPU
     cache: CompressibleCache | None = None  # the final cache, when run(..., return_cache=True)
+    budget_text_tokens: int | None = None  # the text the budget left room for (question mode unknown: a reserve)
+    video_held_max_per_layer: list[int] | None = None  # most video entries a layer held after any chunk
+    peak_kv_cache_bytes: int | None = None  # the cache's largest size during prefill (a chunk and guide in it)
+    cache_reused: bool = False  # answered over a compressed video state an earlier question made
+    guide: str = "none"  # what the chunks were shown: question | proxy | none
+
+
+@dataclass
+class VideoState:
+    """A video prefilled and compressed, no question asked yet (:meth:`Engine.prefill_video`):
+    what :meth:`Engine.answer` needs to answer any question on it. ``snapshot``: the cache as
+    the video left it, restored before every answer."""
+
+    cache: CompressibleCache
+    snapshot: object
+    prefix_ids: torch.Tensor
+    video_positions: torch.Tensor  # [R, video_end]: the prefix's and the video's ids
+    video_start: int
+    video_end: int
+    kept: list[int]
+    held_max: list[int]
+    peak_cache_bytes: int
+    keep_ratio: float
+    text_tokens: int
+    vision_seconds: float
+    prefill_seconds: float  # prefix + video (+ vision when encoded here)
+    reforge: ReforgedPositions | None
+    like: torch.Tensor  # a tensor on the model's device (reforged rotations are made there)
+    method: str
+    guide: str
+    accelerators: list
+    answers: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.cache.nbytes()
 
 
 class _StepContext:
@@ -83,8 +131,9 @@ class _StepContext:
 
     def __init__(self, method: Method | None = None, chunk: ChunkSpan | None = None, n: int = 0, g: int = 0,
                  positions=None, rope=None, rotations: dict | None = None, group: ScoringGroup | None = None,
-                 stop_after: int | None = None):
+                 stop_after: int | None = None, video_start: int = 0):
         self.method, self.chunk, self.n, self.g = method, chunk, n, g
+        self.video_start = video_start
         self.positions, self._rope, self._cs = positions, rope, {}
         self.rotations = rotations
         self.group = group  # a scoring pass's group (two-pass methods)
@@ -104,7 +153,7 @@ class _StepContext:
         view = LayerView(
             layer=layer, chunk=self.chunk, query=query[0], key=key[0], value=value[0],
             num_chunk=self.n, num_guide=self.g, scaling=scaling, positions=ids, rope=lambda: self.rope(ids, query.device),
-            group=self.group,
+            group=self.group, video_start=self.video_start,
         )
         self.method.observe(view)
 
@@ -209,21 +258,66 @@ class Engine:
                 break
         method.end_scoring()
 
+    def guide_for(self, method: Method, prompt: Prompt, proxy: Prompt | None, mode: str) -> tuple[str, Prompt | None]:
+        """Which guide ``method`` is shown in ``mode`` (``aware`` / ``unknown``): ``("question",
+        prompt)``, ``("proxy", proxy)`` (the chat template's tokens after the video, no question)
+        or ``("none", None)``."""
+        if not method.uses_guide:
+            return "none", None
+        if method.proxy_guide or mode == "unknown":
+            if proxy is None:
+                raise ValueError(f"method {method.name!r} in question mode {mode!r} needs the proxy prompt "
+                                 "(the prompt built with an empty question)")
+            return "proxy", proxy
+        return "question", prompt
+
+    def budget_text_tokens(self, prompt: Prompt, proxy: Prompt | None, mode: str) -> int:
+        """The text tokens the budget leaves room for: the prompt's own (``aware``), or the
+        template's without a question plus ``question_tokens`` (``unknown``: the question is not
+        known while the video is compressed)."""
+        if mode == "aware":
+            return prompt.num_text_tokens
+        if proxy is None:
+            raise ValueError("question mode 'unknown' needs the proxy prompt (the prompt built with an empty question)")
+        return proxy.num_text_tokens + self.config.question_tokens
+
     @torch.no_grad()
     def run(self, video: VideoInputs, prompt: Prompt, method: Method, return_cache: bool = False,
-            features=None) -> EngineOutput:
+            features=None, proxy: Prompt | None = None) -> EngineOutput:
         """Prefill ``prompt`` with ``method`` compressing the video, then decode. ``features``:
         the output of :meth:`encode` for this ``video`` on this adapter, computed before (then
-        no vision time is spent or reported here); None encodes it now."""
+        no vision time is spent or reported here); None encodes it now. ``proxy``: the prompt
+        built with an empty question (the guide of methods that read a proxy, and of every
+        guided method in question mode ``unknown``).
+
+        The same as :meth:`prefill_video` then :meth:`answer`; in question mode ``unknown`` the
+        state does not depend on the question, so a caller may keep it for the video's other
+        questions (``docs/engine.md``)."""
+        mode = self.config.question_mode
+        kind, guide = self.guide_for(method, prompt, proxy, mode)
+        state = self.prefill_video(video, prompt, method, features=features, guide=guide,
+                                   text_tokens=self.budget_text_tokens(prompt, proxy, mode), guide_kind=kind)
+        return self.answer(state, prompt, return_cache=return_cache)
+
+    @torch.no_grad()
+    def prefill_video(self, video: VideoInputs, context: Prompt, method: Method, features=None,
+                      guide: Prompt | None = None, text_tokens: int | None = None,
+                      guide_kind: str | None = None) -> "VideoState":
+        """Steps 1-3: the prefix and the compressed video, no suffix. ``context``: a prompt on
+        this video (its prefix and video span are used, nothing after); ``guide``: the prompt
+        whose tokens after the video are the guide (None: no guide, whatever the method
+        asks); ``text_tokens``: the text the budget leaves room for (default
+        ``context.num_text_tokens``)."""
         ad, cfg = self.adapter, self.config
         accelerators = self._accelerators()
         for d in accelerators:
             torch.cuda.reset_peak_memory_stats(d)
         if cfg.chunk_frames % video.frames_per_step:
             raise ValueError(f"chunk_frames={cfg.chunk_frames} is not a multiple of {video.frames_per_step} frames per grid step")
-        ids, pos = prompt.input_ids, prompt.position_ids
-        vs, ve = prompt.video_start, prompt.video_end
-        n_text, n_video = prompt.num_text_tokens, ve - vs
+        ids, pos = context.input_ids, context.position_ids
+        vs, ve = context.video_start, context.video_end
+        n_text = context.num_text_tokens if text_tokens is None else int(text_tokens)
+        n_video = ve - vs
         r = keep_ratio(cfg.max_context, n_text, n_video)
         cache = CompressibleCache()
         t0 = time.perf_counter()
@@ -248,8 +342,12 @@ class Engine:
             frames_per_step=video.frames_per_step, token_grid=video.token_grid,
         )
         method.begin(plan)
-        g0 = ve if cfg.max_guide_tokens is None else max(ve, ids.shape[0] - cfg.max_guide_tokens)
-        guide_ids, guide_pos = ids[g0:], pos[:, g0:]
+        if guide is not None:
+            gids, gpos = guide.input_ids, guide.position_ids
+            g0 = guide.video_end if cfg.max_guide_tokens is None else max(guide.video_end, gids.shape[0] - cfg.max_guide_tokens)
+            guide_ids, guide_pos = gids[g0:], gpos[:, g0:]
+        else:
+            guide_ids, guide_pos = ids[:0], pos[:, :0]
 
         # 2b. a two-pass method's scoring pass: its KV is discarded, it sets plan.input_keep
         if method.scoring_pass:
@@ -260,6 +358,8 @@ class Engine:
         guide_emb = ad.embed(guide_ids) if use_guide else None
         g = int(guide_ids.numel()) if use_guide else 0
         kept = [0] * ad.num_layers
+        held_max = [0] * ad.num_layers  # the most video entries a layer held after a chunk's compression
+        peak_bytes = 0  # the cache's largest size, chunk and guide entries in it
         reforge = ReforgedPositions(ad.num_layers, pos.shape[0], int(pos[:, :vs].max()) if vs else -1, ad.rope) \
             if cfg.reforge_positions else None
         for chunk in chunks:
@@ -285,10 +385,12 @@ class Engine:
             layer_ids, rotations = p, None
             if reforge is not None:
                 layer_ids, rotations = reforge.chunk(p_video, p_guide, x)
-            ctx = _StepContext(method, chunk, n, g, positions=layer_ids, rope=lambda q, x=x: ad.rope(q, x), rotations=rotations)
+            ctx = _StepContext(method, chunk, n, g, positions=layer_ids, rope=lambda q, x=x: ad.rope(q, x),
+                               rotations=rotations, video_start=vs)
             cache.input_rotation = rotations
             ad.forward_embeds(x, p, cache, retake_ctx=ctx, **({"video_extras": ex} if ex else {}))
             cache.input_rotation = None
+            peak_bytes = max(peak_bytes, cache.nbytes())
             selection = method.select(chunk)
             if len(selection) != ad.num_layers:
                 raise RuntimeError(f"method {method.name!r} returned {len(selection)} selections for {ad.num_layers} layers")
@@ -296,25 +398,60 @@ class Engine:
                 cache.truncate(layer, before[layer] + n)  # the guide's entries go
                 if keep is not None and not isinstance(keep, LayerKeep):
                     keep = LayerKeep(keep)
+                whole = keep is not None and keep.scope == "video"
+                if whole and reforge is not None:
+                    raise ValueError(f"method {method.name!r} re-selects over the whole video, which position "
+                                     "reforging does not support: set engine.reforge_positions=false")
                 if keep is not None:
-                    cache.keep(layer, before[layer], keep)
-                kept[layer] += n if keep is None else keep.num_entries
+                    cache.keep(layer, vs if whole else before[layer], keep)
+                kept[layer] = keep.num_entries if whole else kept[layer] + (n if keep is None else keep.num_entries)
+                held_max[layer] = max(held_max[layer], cache.layer_length(layer) - vs)
                 if reforge is not None:
                     span = (int(pos[0, vs + chunk.token_start]),
                             int(pos[0, vs + chunk.token_end]) if chunk.token_end < n_video else int(pos[0, ve - 1]) + 1)
                     rot = reforge.compress(layer, layer_ids[layer][:, :n], None if keep is None else keep.index, span, x)
                     if rot is not None:
                         cache.rotate(layer, before[layer], rot[0].shape[0], rot)
+        self._sync()
+        return VideoState(
+            cache=cache, snapshot=cache.snapshot(), prefix_ids=ids[:vs].clone(), video_positions=pos[:, :ve].clone(),
+            video_start=vs, video_end=ve, kept=kept, held_max=held_max, peak_cache_bytes=max(peak_bytes, cache.nbytes()),
+            keep_ratio=r, text_tokens=n_text, vision_seconds=vision_seconds,
+            prefill_seconds=time.perf_counter() - t0, reforge=reforge, like=features[:1], method=method.name,
+            guide=guide_kind or ("none" if not use_guide else "given"), accelerators=accelerators,
+        )
+
+    @torch.no_grad()
+    def answer(self, state: "VideoState", prompt: Prompt, return_cache: bool = False) -> EngineOutput:
+        """Steps 4-5 over ``state``: the suffix of ``prompt`` (a question on the state's video:
+        the same prefix and video span) and greedy decoding. The state's cache is restored
+        first, so no question sees another's tokens; the first answer of a state reports the
+        video's prefill in its ``prefill_seconds`` too (the later ones: the suffix only)."""
+        ad, cfg = self.adapter, self.config
+        ids, pos = prompt.input_ids, prompt.position_ids
+        vs, ve = prompt.video_start, prompt.video_end
+        if (vs, ve) != (state.video_start, state.video_end) or not torch.equal(ids[:vs], state.prefix_ids) \
+                or not torch.equal(pos[:, :ve], state.video_positions):
+            raise ValueError("the prompt's prefix or video span differ from the compressed video's: "
+                             "a state answers questions on its own video, system prompt and sampling")
+        first = state.answers == 0
+        if not first:
+            for d in state.accelerators:
+                torch.cuda.reset_peak_memory_stats(d)
+        cache = state.cache
+        cache.restore(state.snapshot)
+        t0 = time.perf_counter()
 
         # 4. suffix (and decoding: at per-layer ids when positions were reforged)
+        reforge = state.reforge
         text_ctx = PLAIN
         if reforge is not None and ids.shape[0] > ve:
-            text_ctx = _StepContext(rotations=reforge.text(int(pos[0, ve]), features))
+            text_ctx = _StepContext(rotations=reforge.text(int(pos[0, ve]), state.like))
         cache.input_rotation = text_ctx.rotations
         h = ad.forward_embeds(ad.embed(ids[ve:]), pos[:, ve:], cache, retake_ctx=text_ctx)
         first_logits = ad.logits(h[0, -1]).float()
         self._sync()
-        prefill_seconds = time.perf_counter() - t0
+        prefill_seconds = time.perf_counter() - t0 + (state.prefill_seconds if first else 0.0)
         kv_prefill = cache.lengths()
         kv_bytes = cache.nbytes()
 
@@ -337,19 +474,26 @@ class Engine:
         cache.input_rotation = None
         self._sync()
         decode_seconds = time.perf_counter() - td
+        state.answers += 1
+        acc = state.accelerators
         return EngineOutput(
             tokens=tokens,
             first_logits=first_logits.cpu(),
-            video_tokens=n_video,
-            text_tokens=n_text,
-            kept_video_tokens_per_layer=kept,
+            video_tokens=ve - vs,
+            text_tokens=prompt.num_text_tokens,
+            kept_video_tokens_per_layer=list(state.kept),
             kv_tokens_per_layer=kv_prefill,
             kv_tokens_per_layer_final=cache.lengths(),
             kv_cache_bytes=kv_bytes,
-            keep_ratio=r,
-            vision_seconds=vision_seconds,
+            keep_ratio=state.keep_ratio,
+            vision_seconds=state.vision_seconds if first else 0.0,
             prefill_seconds=prefill_seconds,
             decode_seconds=decode_seconds,
-            peak_memory_bytes=sum(int(torch.cuda.max_memory_allocated(d)) for d in accelerators) if accelerators else None,
+            peak_memory_bytes=sum(int(torch.cuda.max_memory_allocated(d)) for d in acc) if acc else None,
             cache=cache if return_cache else None,
+            budget_text_tokens=state.text_tokens,
+            video_held_max_per_layer=list(state.held_max),
+            peak_kv_cache_bytes=max(state.peak_cache_bytes, kv_bytes),
+            cache_reused=not first,
+            guide=state.guide,
         )

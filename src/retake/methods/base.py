@@ -21,6 +21,11 @@ The engine calls, per video:
    methods that merge or recycle evicted tokens). The engine then drops the guide's entries
    and compresses the cache.
 
+A method declares ``question_aware`` (whether anything it computes reads the question): in
+question mode ``unknown`` the engine shows every guided method the *proxy* guide instead (the
+chat template's tokens after the video, built with an empty question), and the compressed
+video then serves all of its questions (``Engine.prefill_video`` / ``Engine.answer``).
+
 A method never calls the engine and knows no model family.
 """
 
@@ -177,6 +182,21 @@ class LayerView:
     positions: torch.Tensor
     rope: Callable[[], tuple[torch.Tensor, torch.Tensor]]
     group: ScoringGroup | None = None  # set in a two-pass method's scoring pass (``chunk`` is None then)
+    video_start: int = 0  # cache entries before the video (the prefix); the video's follow them
+
+    @property
+    def num_video_held(self) -> int:
+        """Video entries the layer held before this chunk (what earlier chunks left)."""
+        return self.cache_len - self.video_start
+
+    @property
+    def video_keys(self) -> torch.Tensor:
+        """``[H_kv, m + n, d]``: the video entries held before this chunk, then the chunk's."""
+        return self.key[:, self.video_start : self.cache_len + self.num_chunk]
+
+    @property
+    def video_values(self) -> torch.Tensor:
+        return self.value[:, self.video_start : self.cache_len + self.num_chunk]
 
     @property
     def cache_len(self) -> int:
@@ -243,6 +263,9 @@ class LayerKeep:
         pairs); keys are post-RoPE, like the cache's.
     extra_keys, extra_values: optional ``[H_kv, e, d]`` entries appended after the kept ones
         (e.g. SparseVLM's recycled clusters). They count in the budget.
+    scope: ``"chunk"`` (the index refers to the chunk's fed tokens) or ``"video"`` (to the
+        layer's video entries: those held before the chunk, then the chunk's; a streaming
+        method re-selecting under a memory cap). Position reforging supports ``"chunk"`` only.
     """
 
     index: torch.Tensor
@@ -250,8 +273,11 @@ class LayerKeep:
     values: torch.Tensor | None = None
     extra_keys: torch.Tensor | None = None
     extra_values: torch.Tensor | None = None
+    scope: str = "chunk"
 
     def __post_init__(self):
+        if self.scope not in ("chunk", "video"):
+            raise ValueError(f"LayerKeep: scope must be 'chunk' or 'video', got {self.scope!r}")
         if (self.keys is None) != (self.values is None) or (self.extra_keys is None) != (self.extra_values is None):
             raise ValueError("LayerKeep: keys/values and extra_keys/extra_values come in pairs")
         k = int(self.index.numel())
@@ -275,6 +301,12 @@ class Method:
 
     name: ClassVar[str] = "base"
     uses_guide: ClassVar[bool] = True  # append the guide (question) to every chunk
+    # whether the method reads the question (through the guide) while it compresses; a method
+    # that does not can compress a video once for all its questions (question mode "unknown")
+    question_aware: ClassVar[bool] = True
+    # the guide is the proxy (the chat template's tokens after the video, no question) even
+    # when the question is known (StreamMem)
+    proxy_guide: ClassVar[bool] = False
     observes: ClassVar[bool] = True  # receive observe() calls
     # two-pass methods (see the module doc); a method may switch these in begin()
     scoring_pass: ClassVar[bool] = False

@@ -85,6 +85,7 @@ class Downsample(Method):
 
     name = "downsample"
     uses_guide = False
+    question_aware = False
     observes = False
     fits_resolution_to_context = True  # the pipeline resizes the frames first (mode resize)
     mode: str = "resize"

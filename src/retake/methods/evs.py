@@ -44,6 +44,7 @@ def evs_mask(d: torch.Tensor, k: int) -> torch.Tensor:
 class EVS(Method):
     name = "evs"
     uses_guide = False
+    question_aware = False
     observes = False
 
     def begin(self, plan: VideoPlan) -> None:

@@ -85,6 +85,7 @@ class FastVID(Method):
 
     name = "fastvid"
     uses_guide = False
+    question_aware = False
     observes = False
     dyseg_c: int = 8
     dyseg_tau: float = 0.9

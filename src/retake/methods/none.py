@@ -12,6 +12,7 @@ from .base import ChunkSpan, Method
 class NoCompression(Method):
     name = "none"
     uses_guide = False  # the guide's KV is dropped anyway; skipping it changes nothing
+    question_aware = False
     observes = False
 
     def select(self, chunk: ChunkSpan):

@@ -24,6 +24,7 @@ class RandomTokens(Method):
 
     name = "random"
     uses_guide = False
+    question_aware = False
     observes = False
     seed: int = 0
 

@@ -66,6 +66,7 @@ class ReTaKe(Method):
 
     name = "retake"
     uses_guide = False
+    question_aware = False
     keyframe_ratio: float = 1.0
     pivot_bonus: float = 1.0
     query_block: int = 512

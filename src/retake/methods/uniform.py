@@ -24,6 +24,7 @@ def max_frames_for_context(max_context: int, num_text: int, tokens_per_step: int
 class UniformFrames(Method):
     name = "uniform"
     uses_guide = False
+    question_aware = False
     observes = False
     fits_frames_to_context = True
 

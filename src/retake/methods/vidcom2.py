@@ -98,6 +98,7 @@ class VidCom2(Method):
 
     name = "vidcom2"
     uses_guide = False
+    question_aware = False
     observes = False
     temperature: float = 0.01
 
