@@ -79,6 +79,16 @@ class Captured:
     positions: torch.Tensor
     cos: torch.Tensor
     sin: torch.Tensor
+    video_start: int = 0  # cache entries before the video
+
+    @property
+    def video_keys(self):
+        """The layer's video entries held before the chunk, then the chunk's."""
+        return self.key[:, self.video_start : self.cache_len + self.n]
+
+    @property
+    def video_values(self):
+        return self.value[:, self.video_start : self.cache_len + self.n]
 
     @property
     def cache_len(self):
@@ -163,7 +173,7 @@ class Recorder:
         store = self.scoring_views if view.group is not None else self.views
         store.setdefault(index, {})[view.layer] = Captured(
             index, view.layer, view.query.clone(), view.key.clone(), view.value.clone(), view.num_chunk,
-            view.num_guide, view.scaling, view.positions.clone(), cos.clone(), sin.clone())
+            view.num_guide, view.scaling, view.positions.clone(), cos.clone(), sin.clone(), view.video_start)
         if self.inner.observes:
             self.inner.observe(view)
 

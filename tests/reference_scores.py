@@ -233,6 +233,70 @@ def sparsevlm_scores(views, rec, chunk):
     return out
 
 
+# -- question-unknown, streaming: scores over the layer's video entries (LayerKeep scope "video")
+
+def video_entry_grid(plan, offsets):
+    """(grid step, grid position or -1) of each span offset, from ``plan.step_token_offsets`` and
+    ``plan.grid_index()``."""
+    grid = plan.grid_index()
+    at = {int(o): p for row in grid.tolist() for p, o in enumerate(row)}
+    off = plan.step_token_offsets
+    steps = [max(s for s in range(len(off) - 1) if off[s] <= o) for o in offsets]
+    return torch.tensor(steps), torch.tensor([at.get(int(o), -1) for o in offsets])
+
+
+@reference("infinipot_v")
+def infinipot_v_scores(views, rec, chunk):
+    # score = ||v|| (mean over KV heads) + 1e6 for the query entries (the newest
+    # max(1, int(query_ratio T / P)) steps) and the tar_budget - |query| best by TaR, where
+    # TaR(e) = -mean_heads mean_{query j at e's grid position} cos(k_e, k_j); nothing
+    # compressed while the layer holds <= cap entries. The layer's video entries are tracked
+    # from the method's own earlier selections (rec.selected).
+    m, plan = rec.inner, rec.plan
+    span = plan.chunks[chunk]
+    cap = m.cap if m.cap is not None else plan.max_context - plan.num_text_tokens
+    held = rec.__dict__.setdefault("ref_held", {})
+    out = []
+    for l in sorted(views):
+        v = views[l]
+        offs = held.get(l, []) + list(range(span.token_start, span.token_end))
+        keep = rec.selected[chunk][l]
+        if len(offs) <= cap:
+            assert keep is None, "compressed below the cap"
+            held[l] = offs
+            out.append(None)
+            continue
+        T, P = len(offs), plan.tokens_per_step
+        steps, pos = video_entry_grid(plan, offs)
+        query = steps > int(steps.max()) - max(1, int(m.query_ratio * T / P))
+        k = v.video_keys.double()
+        kn = k / k.norm(dim=-1, keepdim=True)
+        cos = kn @ kn.transpose(-1, -2)  # [H, T, T]
+        partner = query[None, :] & (pos[None, :] == pos[:, None]) & (pos[:, None] >= 0)  # [e, j]
+        n_p = partner.sum(1)
+        tar = -((cos * partner).sum(-1) / n_p.clamp(min=1)).mean(0)
+        tar[(n_p == 0) | query] = float("-inf")
+        forced = query.clone()
+        extra = min(max(0, cap - round((1 - m.tar_ratio) * cap) - int(query.sum())), int(torch.isfinite(tar).sum()))
+        if extra and m.tar_ratio > 0:
+            forced[tar.topk(extra).indices] = True
+        out.append(v.video_values.double().norm(dim=-1).mean(0) + 1e6 * forced)
+        held[l] = [offs[i] for i in keep.index.tolist()]
+    return out
+
+
+@reference("streammem")
+def streammem_scores(views, rec, chunk):
+    # the proxy queries' attention over the layer's video entries (softmax over those), mean
+    # over heads and proxy tokens; its top entries are kept next to the chunk's frame prototypes
+    out = []
+    for l in sorted(views):
+        v = views[l]
+        keep = rec.selected[chunk][l]
+        out.append(None if keep is None else v.attention(guide_queries(v), v.video_keys).mean((0, 1)))
+    return out
+
+
 # -- pre-LLM and two-pass selectors: scores over the video's tokens --------------------------
 #
 # ``REFERENCE_INPUT_SCORES[name](rec) -> list of (span offsets [n], score [n])`` groups: in each

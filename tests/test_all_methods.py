@@ -76,7 +76,8 @@ def test_kept_tokens_are_top_scores(arch, adapters, clip, name, video_share):
     ad = adapters[arch]
     inputs, prompt = make_inputs(ad, load_video(clip, fps=2.0, max_frames=48, max_long_side=84))
     budget = prompt.num_text_tokens + int(video_share * inputs.num_tokens)
-    rec = Recorder(get_method(name))
+    # StreamMem's frame filter may leave fewer tokens than its memory: every frame fed here
+    rec = Recorder(get_method(name, **({"filter_threshold": 1.0} if name == "streammem" else {})))
     Engine(ad, EngineConfig(chunk_frames=8, max_context=budget, max_new_tokens=1)).run(inputs, prompt, rec)
     if name not in REFERENCE_SCORES:
         selects = any(k is not None for sel in rec.selected.values() for k in sel)
@@ -89,6 +90,8 @@ def test_kept_tokens_are_top_scores(arch, adapters, clip, name, video_share):
             if keep is None or score is None:
                 continue
             idx = keep.index if isinstance(keep, LayerKeep) else keep
+            if idx.numel() == 0:  # only merged entries kept (StreamMem's prototypes, a tiny memory)
+                continue
             assert idx.tolist() == sorted(set(idx.tolist())), "kept indices must be sorted and unique"
             dropped = torch.ones(score.shape[0], dtype=torch.bool)
             dropped[idx] = False

@@ -136,6 +136,53 @@ class VideoReuse:
         return len(self._entries)
 
 
+class StateReuse:
+    """Compressed videos (``Engine.prefill_video`` states) kept for the video's next questions,
+    in question mode ``unknown`` (the state does not depend on the question). Keyed by the
+    prepared video's key, the method and its parameters, the engine settings that shape the
+    state and the system prompt; at most ``max_states`` (a new video's state replaces the
+    last one's, which is freed before the new video is prefilled)."""
+
+    def __init__(self, max_states: int = 1):
+        if max_states < 1:
+            raise ValueError(f"max_states must be >= 1, got {max_states}")
+        self.max_states = max_states
+        self._states: OrderedDict[tuple, Any] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple):
+        state = self._states.get(key)
+        if state is None:
+            self.misses += 1
+            return None
+        self._states.move_to_end(key)
+        self.hits += 1
+        return state
+
+    def make_room(self) -> None:
+        """Free the oldest states so that one more fits."""
+        while len(self._states) >= self.max_states:
+            self._states.popitem(last=False)
+
+    def put(self, key: tuple, state) -> None:
+        self._states[key] = state
+        self._states.move_to_end(key)
+        while len(self._states) > self.max_states:
+            self._states.popitem(last=False)
+
+    def clear(self) -> None:
+        self._states.clear()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+def state_key(pv: PreparedVideo, method: Method, engine: EngineConfig, system_prompt: str | None) -> tuple:
+    """What a compressed video state depends on (decoding length aside)."""
+    settings = {k: v for k, v in asdict(engine).items() if k != "max_new_tokens"}
+    return (pv.key, type(method).__name__, repr(method), tuple(sorted(settings.items())), system_prompt)
+
+
 class Prefetcher:
     """Prepares upcoming videos in one background thread, at most ``depth`` ahead.
 
@@ -213,11 +260,14 @@ def answer_question(
     system_prompt: str | None = None,
     reuse: VideoReuse | None = None,
     prepared: PreparedVideo | None = None,
+    states: StateReuse | None = None,
 ) -> dict:
     """Answer one question about one video; returns a JSON-ready dict (see ``retake ask --json``).
 
     ``reuse``: keep / take this video's inputs and features there. ``prepared``: the video
-    already prepared (a :class:`Prefetcher`'s), used when its key matches."""
+    already prepared (a :class:`Prefetcher`'s), used when its key matches. ``states``: in
+    question mode ``unknown``, keep / take the video's compressed cache there (the answer is
+    the same as without: ``tests/test_question_unknown.py``)."""
     sampling = sampling or SamplingConfig()
     engine = engine or EngineConfig()
     runner = Engine(adapter, engine)
@@ -231,32 +281,58 @@ def answer_question(
         pv = prepared if prepared is not None and prepared.key == key else prepare_video(adapter, video_path, at, max_frames)
         return pv, False
 
+    mode = engine.question_mode
+    # the chat template without a question: the proxy guide, and what the budget is made of
+    # when the question is unknown
+    needs_proxy = mode == "unknown" or getattr(method, "proxy_guide", False)
+
+    def prompts(pv: PreparedVideo):
+        prompt = adapter.build_prompt(question, pv.inputs, system_prompt=system_prompt)
+        proxy = adapter.build_prompt("", pv.inputs, system_prompt=system_prompt) if needs_proxy else None
+        return prompt, proxy, runner.budget_text_tokens(prompt, proxy, mode)
+
     pv, reused = get(sampling.max_frames)
     full_video_tokens = pv.inputs.num_tokens  # at the requested sampling, before a method refits it
-    prompt = adapter.build_prompt(question, pv.inputs, system_prompt=system_prompt)
+    prompt, proxy, budget_text = prompts(pv)
     if getattr(method, "fits_frames_to_context", False):
         # a step's cost includes the text some families interleave per step (Qwen3-VL's timestamps)
-        fit = max_frames_for_context(engine.max_context, prompt.num_text_tokens, pv.inputs.max_step_tokens,
+        fit = max_frames_for_context(engine.max_context, budget_text, pv.inputs.max_step_tokens,
                                      pv.inputs.frames_per_step)
         if fit < pv.num_frames:  # sample again, fewer frames over the same timeline
             pv, reused = get(fit)
-            prompt = adapter.build_prompt(question, pv.inputs, system_prompt=system_prompt)
+            prompt, proxy, budget_text = prompts(pv)
     if (getattr(method, "fits_resolution_to_context", False) and getattr(method, "mode", "resize") == "resize"
             and adapter.tokens_follow_resolution and pv.original_size):
         # every frame kept, each smaller (downsample): the largest size whose tokens fit
         inputs = pv.inputs
         side = fit_long_side(*pv.original_size, sampling.max_long_side, adapter.size_factor, inputs.num_steps,
-                             inputs.max_step_tokens - inputs.tokens_per_step, engine.max_context - prompt.num_text_tokens)
+                             inputs.max_step_tokens - inputs.tokens_per_step, engine.max_context - budget_text)
         if side < max(pv.frame_size):
             pv, reused = get(sampling.max_frames, replace(sampling, max_long_side=side))
-            prompt = adapter.build_prompt(question, pv.inputs, system_prompt=system_prompt)
+            prompt, proxy, budget_text = prompts(pv)
+    warnings = list(pv.warnings)
+    if budget_text < prompt.num_text_tokens:
+        over = prompt.num_text_tokens - budget_text
+        warnings.append(f"the question takes {over} tokens more than engine.question_tokens="
+                        f"{engine.question_tokens} reserved for it: the context is up to {over} tokens over max_context")
     vision_seconds = 0.0
     features = pv.features
-    if reuse is not None and features is None:
+    skey = state_key(pv, method, engine, system_prompt) if states is not None and mode == "unknown" else None
+    state = states.get(skey) if skey is not None else None
+    if state is None and reuse is not None and features is None:
         features, vision_seconds = runner.encode(pv.inputs)
         # the entry keeps what the engine reads, not the pixels
         reuse.put(replace(pv, inputs=replace(pv.inputs, pixel_values=None), features=features))
-    out = runner.run(pv.inputs, prompt, method, features=features)
+    if skey is None:
+        out = runner.run(pv.inputs, prompt, method, features=features, proxy=proxy)
+    else:
+        if state is None:  # compress the video once, without the question
+            states.make_room()
+            kind, guide = runner.guide_for(method, prompt, proxy, mode)
+            state = runner.prefill_video(pv.inputs, proxy, method, features=features, guide=guide,
+                                         text_tokens=budget_text, guide_kind=kind)
+            states.put(skey, state)
+        out = runner.answer(state, prompt)
     vision_seconds += out.vision_seconds
     peak = out.peak_memory_bytes
     kept = out.kept_video_tokens_per_layer
@@ -269,7 +345,7 @@ def answer_question(
         "video_fps": pv.video_fps,
         "declared_frames": pv.declared_frames,
         "decoded_frames": pv.decoded_frames,
-        "warnings": list(pv.warnings),
+        "warnings": warnings,
         "video_tokens": out.video_tokens,
         "text_tokens": out.text_tokens,
         "keep_ratio": out.keep_ratio,
@@ -281,6 +357,14 @@ def answer_question(
         "kv_tokens_per_layer": out.kv_tokens_per_layer,
         "kv_cache_bytes": out.kv_cache_bytes,
         "generated_tokens": len(out.tokens),
+        "question_mode": mode,
+        "guide": out.guide,  # what the chunks were shown: question | proxy | none
+        "budget_text_tokens": out.budget_text_tokens,
+        # the most video entries a layer held after any chunk, and the cache's largest size
+        # during prefill (one chunk and the guide in it): flat in video length under a memory cap
+        "video_held_max": max(out.video_held_max_per_layer) if out.video_held_max_per_layer else None,
+        "peak_kv_cache_bytes": out.peak_kv_cache_bytes,
+        "cache_reused": out.cache_reused,
         "video_reused": reused,
         # decode + preprocessing of this question's video (0 when reused; a prefetched video's
         # was spent in the background)

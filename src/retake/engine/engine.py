@@ -294,8 +294,12 @@ class Engine:
         state does not depend on the question, so a caller may keep it for the video's other
         questions (``docs/engine.md``)."""
         mode = self.config.question_mode
+        if proxy is None and (mode == "unknown" or (method.uses_guide and method.proxy_guide)):
+            # no system prompt: a prompt built with one needs its own proxy (answer() checks)
+            proxy = self.adapter.build_prompt("", video)
         kind, guide = self.guide_for(method, prompt, proxy, mode)
-        state = self.prefill_video(video, prompt, method, features=features, guide=guide,
+        context = proxy if mode == "unknown" else prompt  # nothing of the question reaches the video's state
+        state = self.prefill_video(video, context, method, features=features, guide=guide,
                                    text_tokens=self.budget_text_tokens(prompt, proxy, mode), guide_kind=kind)
         return self.answer(state, prompt, return_cache=return_cache)
 
@@ -432,8 +436,9 @@ class Engine:
         vs, ve = prompt.video_start, prompt.video_end
         if (vs, ve) != (state.video_start, state.video_end) or not torch.equal(ids[:vs], state.prefix_ids) \
                 or not torch.equal(pos[:, :ve], state.video_positions):
-            raise ValueError("the prompt's prefix or video span differ from the compressed video's: "
-                             "a state answers questions on its own video, system prompt and sampling")
+            raise ValueError("the prompt's prefix or video span differ from the compressed video's: a state "
+                             "answers questions on its own video, system prompt and sampling (Engine.run: pass "
+                             "proxy=, the prompt built with an empty question and the same system prompt)")
         first = state.answers == 0
         if not first:
             for d in state.accelerators:

@@ -22,6 +22,10 @@ is :func:`manifests`; ``retake.harness.runner`` passes an instance to ``simple_e
   ``reuse_videos=N`` (default 1; 0: off) reuses a video's decoded inputs and vision features
   for its next questions, and ``prefetch=D`` (default 1; 0: off) decodes the next D videos in
   a background thread while the model works. Neither changes an answer.
+- ``question_mode=unknown`` compresses each video without its question (guided methods read
+  the chat template's tokens instead, the budget leaves ``question_tokens`` for the question);
+  with ``reuse_cache=true`` (default) a video is then compressed once and every question on it
+  is answered over a restored copy of that cache: the same answers as compressing it again.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from .. import log
 from ..engine import EngineConfig
 from ..methods import get_method
 from ..models import load_adapter
-from ..pipeline import Prefetcher, SamplingConfig, VideoReuse, answer_question, video_key
+from ..pipeline import Prefetcher, SamplingConfig, StateReuse, VideoReuse, answer_question, video_key
 from .schema import default
 
 MODEL_NAME = "retake"
@@ -119,6 +123,9 @@ MODEL_ARGS: dict[str, tuple[Callable, Any]] = {
     "prefetch": (_int, default("run.prefetch")),  # videos decoded ahead in a background thread
     "offload_features": (_bool, default("run.offload_features")),  # the video's input embeddings in CPU memory
     "retry_failed": (_bool, default("run.retry_failed")),  # answer again the samples whose saved line is a failure
+    "question_mode": (str, default("run.question_mode")),  # aware | unknown: compress without the question
+    "question_tokens": (_int, default("engine.question_tokens")),  # unknown: the budget's room for a question
+    "reuse_cache": (_bool, default("run.reuse_cache")),  # unknown: one compressed cache for a video's questions
 }
 # passed by lmms-eval itself (create_from_arg_string's additional config); accepted, unused
 LMMS_EVAL_ARGS = ("batch_size", "max_batch_size")
@@ -128,7 +135,8 @@ MEASUREMENTS = (
     "frames", "sampling_fps", "declared_frames", "decoded_frames", "warnings", "video_tokens", "text_tokens",
     "full_video_tokens", "keep_ratio", "achieved_keep_ratio", "kv_cache_bytes",
     "generated_tokens", "video_reused", "input_seconds", "vision_seconds", "prefill_seconds", "decode_seconds",
-    "peak_memory_bytes", "peak_memory_kind",
+    "peak_memory_bytes", "peak_memory_kind", "question_mode", "guide", "budget_text_tokens", "video_held_max",
+    "peak_kv_cache_bytes", "cache_reused",
 )
 
 
@@ -290,7 +298,8 @@ class RetakeLMM(lmms):
         self.engine = EngineConfig(max_context=args["max_context"], chunk_frames=args["chunk_frames"],
                                    max_new_tokens=args["max_new_tokens"], max_guide_tokens=args["max_guide_tokens"],
                                    reforge_positions=args["reforge_positions"],
-                                   offload_features=args["offload_features"])
+                                   offload_features=args["offload_features"],
+                                   question_mode=args["question_mode"], question_tokens=args["question_tokens"])
         self.adapter = load_adapter(args["pretrained"], dtype=args["dtype"], device=str(self._device),
                                     device_map=args["device_map"],
                                     attn_implementation=args["attn_implementation"],
@@ -301,6 +310,8 @@ class RetakeLMM(lmms):
         self._out = None
         self._warned: set[str] = set()
         self.reuse = VideoReuse(args["reuse_videos"]) if args["reuse_videos"] > 0 else None
+        # question_mode=unknown: the last video's compressed cache, for its next questions
+        self.states = StateReuse() if args["reuse_cache"] and args["question_mode"] == "unknown" else None
         self.input_wait_seconds = 0.0  # time spent waiting for a video to be decoded
 
     @property
@@ -398,7 +409,7 @@ class RetakeLMM(lmms):
                 prepared = prefetch.take(video)
             result = answer_question(self.adapter, video, context, get_method(self.method_name, **self.method_args),
                                      self.sampling, self._engine_for(gen_kwargs or {}), reuse=self.reuse,
-                                     prepared=prepared)
+                                     prepared=prepared, states=self.states)
             record.update(prediction=result["answer"], error=None, video=video, **measurements(result))
             for warning in result.get("warnings", []):
                 log.warning(f"{task} doc {doc_id} (uid {uid}): {warning}")

@@ -49,7 +49,8 @@ SECTIONS = ("model", "method", "dataset", "sampling", "engine", "run")
 # settings outside the name's explicit fields; a value other than its default (retake.harness.schema)
 # adds the __s<hash> part
 SETTING_KEYS = ("sampling.fps", "sampling.max_long_side", "sampling.backend", "sampling.resize",
-                "sampling.strict_frames", "engine.chunk_frames", "engine.max_new_tokens", "engine.max_guide_tokens")
+                "sampling.strict_frames", "engine.chunk_frames", "engine.max_new_tokens", "engine.max_guide_tokens",
+                "engine.question_tokens")
 PREDICTIONS = "predictions"
 
 
@@ -142,6 +143,8 @@ def cell_name(cfg: DictConfig) -> str:
     parts = [cfg.model.name, method, cfg.dataset.name, str(cfg.engine.max_context), str(cfg.sampling.max_frames)]
     if cfg.engine.reforge_positions:
         parts.append("reforge")
+    if cfg.run.question_mode == "unknown":
+        parts.append("unknown")
     settings = changed_settings(cfg)
     if settings:
         parts.append(f"s{short_hash(settings)}")
@@ -166,6 +169,7 @@ def identity(cfg: DictConfig) -> dict:
         "sampling": OmegaConf.to_container(cfg.sampling),
         "engine": OmegaConf.to_container(cfg.engine),
         "limit": cfg.run.limit,
+        "question_mode": cfg.run.question_mode,
     }
 
 
@@ -245,7 +249,8 @@ def model_args(cfg: DictConfig, max_guide_tokens: int | None, predictions: str) 
         "backend": cfg.sampling.backend, "resize": cfg.sampling.resize,
         "strict_frames": cfg.sampling.strict_frames, "predictions": predictions,
         "reuse_videos": cfg.run.reuse_videos, "prefetch": cfg.run.prefetch,
-        "offload_features": cfg.run.offload_features,
+        "offload_features": cfg.run.offload_features, "question_mode": cfg.run.question_mode,
+        "question_tokens": cfg.engine.question_tokens, "reuse_cache": cfg.run.reuse_cache,
     }
 
 
@@ -392,6 +397,7 @@ def throughput(records: list[dict], timing: dict | None) -> dict:
     out = {k: round(sum(float(r.get(k) or 0) for r in answered), 3)
            for k in ("input_seconds", "vision_seconds", "prefill_seconds", "decode_seconds")}
     out["videos_reused"] = sum(bool(r.get("video_reused")) for r in answered)
+    out["caches_reused"] = sum(bool(r.get("cache_reused")) for r in answered)  # question_mode=unknown
     out.update(timing or {})
     if timing and timing.get("evaluate_seconds"):
         out["samples_per_hour"] = round(3600 * len(records) / timing["evaluate_seconds"], 1)
@@ -427,6 +433,8 @@ def efficiency(records: list[dict], timing: dict | None) -> dict:
         "kv_tokens_per_layer": _summary(col("kv_tokens_mean"), "mean", "max"),
         "kv_bytes_per_layer": _summary(col("kv_bytes_per_layer"), "mean", "max"),
         "kv_cache_bytes": _summary(col("kv_cache_bytes"), "mean", "max"),  # all layers, after prefill
+        # the cache's largest size during prefill (one chunk and the guide in it)
+        "peak_kv_cache_bytes": _summary(col("peak_kv_cache_bytes"), "mean", "max"),
         "vision_seconds": _summary(col("vision_seconds"), "mean", "total"),
         "prefill_seconds": _summary(col("prefill_seconds"), "mean", "total"),
         "decode_seconds": _summary(col("decode_seconds"), "mean", "total"),
@@ -468,7 +476,7 @@ def finalize(cfg: DictConfig, directory: str, task: str, spec, results: dict, nu
             "model": cfg.model.name, "method": cfg.method.name, "dataset": cfg.dataset.name,
             "max_context": cfg.engine.max_context, "max_frames": cfg.sampling.max_frames, "method_params": full,
             "reforge_positions": cfg.engine.reforge_positions, "rope_scaling_factor": cfg.model.rope_scaling_factor,
-            "fps": cfg.sampling.fps,
+            "fps": cfg.sampling.fps, "question_mode": cfg.run.question_mode,
             # what the folder name's __s<hash> part stands for, and its limit
             "settings": changed_settings(cfg), "limit": cfg.run.limit,
         },

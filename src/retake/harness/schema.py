@@ -46,6 +46,11 @@ class Resize(Enum):
     float32 = "float32"
 
 
+class QuestionMode(Enum):
+    aware = "aware"
+    unknown = "unknown"
+
+
 class Logger(Enum):
     none = "none"
     wandb = "wandb"
@@ -108,8 +113,12 @@ class EngineSection:
     max_new_tokens: int = MAX_NEW_TOKENS
     max_guide_tokens: Optional[int] = None  # null: the dataset's own (LongVideoBench: 152), else the whole suffix
     reforge_positions: bool = EngineConfig.reforge_positions
+    # run.question_mode=unknown: the room the budget leaves for a question's tokens (the video is
+    # compressed before the question is known; a longer question is answered, with a warning)
+    question_tokens: int = EngineConfig.question_tokens
 
     def __post_init__(self):
+        _check(self.question_tokens >= 0, "engine.question_tokens", f"must be >= 0, got {self.question_tokens}")
         for key in ("max_context", "chunk_frames", "max_new_tokens"):
             _check(getattr(self, key) >= 1, f"engine.{key}", f"must be >= 1, got {getattr(self, key)}")
         _check(self.max_guide_tokens is None or self.max_guide_tokens >= 1, "engine.max_guide_tokens",
@@ -128,6 +137,13 @@ class RunSection:
     reuse_videos: int = 1
     prefetch: int = 1
     offload_features: bool = False  # the video's input embeddings in CPU memory
+    # aware: methods see the question while compressing (the papers' setting); unknown: the video
+    # is compressed without it (guided methods read the chat template's tokens instead), a cell
+    # of its own (__unknown)
+    question_mode: QuestionMode = QuestionMode.aware
+    # question_mode=unknown: compress each video once and answer all its questions over that cache
+    # (answers do not change: only the time)
+    reuse_cache: bool = True
 
     def __post_init__(self):
         _check(self.limit is None or self.limit >= 1, "run.limit", f"must be a positive number of samples or null, got {self.limit}")

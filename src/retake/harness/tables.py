@@ -16,7 +16,7 @@ A paper line is matched to the cell with the same ``model``, ``method``, ``datas
 ``max_frames`` and ``max_context`` whose method parameters are the method's defaults except
 the line's ``method_params`` (``key=value``, space separated, values read as YAML), among the
 cells run at the default settings: a folder name with a suffix after ``<frames>``
-(``__reforge``, ``__s<hash>`` for changed sampling / engine settings, ``__limit<N>``) is a
+(``__reforge``, ``__unknown`` for question mode unknown, ``__s<hash>`` for changed sampling / engine settings, ``__limit<N>``) is a
 variant, shown in the ablation grid and the plots but never matched to the paper.
 ``metric`` is ``primary`` (the cell's headline, named by its ``primary`` field: accuracy, or
 m_avg for MLVU) or a breakdown sub-metric (``long``, ``needle``, ``order``, ``KIR``, ``TG``),
@@ -159,7 +159,7 @@ def _number(v) -> float:
 
 
 def settings_label(cell: dict, folder: Path) -> str:
-    """What a variant cell's folder-name suffix (``__reforge``, ``__s<hash>``, ``__limit<N>``)
+    """What a variant cell's folder-name suffix (``__reforge``, ``__unknown``, ``__s<hash>``, ``__limit<N>``)
     stands for, in words: ``"chunk_frames=8 max_new_tokens=4 reforge limit=20"``; ``""`` for
     default settings. From ``cell.settings`` (metrics.json), else from the folder's config.yaml."""
     settings = cell.get("settings")
@@ -174,6 +174,8 @@ def settings_label(cell: dict, folder: Path) -> str:
     parts = [f"{k.split('.', 1)[-1]}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted((settings or {}).items())]
     if cell.get("reforge_positions"):
         parts.append("reforge")
+    if cell.get("question_mode") == "unknown":
+        parts.append("question unknown")
     if limit is not None:
         parts.append(f"limit={int(limit)}")
     return " ".join(parts)

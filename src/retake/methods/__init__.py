@@ -15,6 +15,7 @@ from .fastvid import FastVID
 from .fitprune import FitPrune
 from .flexselect import FlexSelect
 from .h2o import H2O
+from .infinipot_v import InfiniPotV
 from .lookm import LookM
 from .none import NoCompression
 from .pyramiddrop import PyramidDrop
@@ -22,6 +23,7 @@ from .pyramidkv import PyramidKV
 from .random import RandomTokens
 from .retake import ReTaKe
 from .snapkv import SnapKV
+from .streammem import StreamMem
 from .sparsevlm import SparseVLM
 from .uniform import UniformFrames
 from .vidcom2 import VidCom2
@@ -53,6 +55,9 @@ METHODS: dict[str, type[Method]] = {
     FastVID.name: FastVID,
     RandomTokens.name: RandomTokens,
     Downsample.name: Downsample,
+    # -- question-unknown, streaming: compress once under a memory cap, answer every question
+    InfiniPotV.name: InfiniPotV,
+    StreamMem.name: StreamMem,
 }
 
 
