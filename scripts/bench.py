@@ -58,10 +58,11 @@ METHODS = ("adaretake", "retake", "fastv", "pyramiddrop", "vlcache", "fitprune",
 def tiny_checkpoint(args) -> str:
     from retake.tiny import write_tiny_model
 
-    ckpt = os.path.join(tempfile.gettempdir(), f"retake_bench_{args.arch}_{args.layers}_{args.hidden}")
+    sizes = dict(layers=args.layers, hidden=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
+                 intermediate=args.intermediate)
+    ckpt = os.path.join(tempfile.gettempdir(), "retake_bench_" + "_".join(map(str, [args.arch, *sizes.values()])))
     if not os.path.exists(os.path.join(ckpt, "config.json")):
-        write_tiny_model(args.arch, ckpt, seed=0, layers=args.layers, hidden=args.hidden, heads=args.heads,
-                         kv_heads=args.kv_heads)
+        write_tiny_model(args.arch, ckpt, seed=0, **sizes)
     return ckpt
 
 
@@ -480,25 +481,30 @@ def suite_throughput(args) -> dict:
         for name, (data, _, _, _) in workloads.items():
             with open(os.path.join(data, "samples.jsonl"), "w") as f:
                 f.write("\n".join(samples[name]) + "\n")
-        settings = {"warm-up": (0, 0), "reuse off, prefetch off": (0, 0), "prefetch only": (0, 1),
-                    "reuse + prefetch": (1, 1)}
+        # (reuse_videos, prefetch, question_mode, reuse_cache)
+        settings = {"warm-up": (0, 0, "aware", False), "reuse off, prefetch off": (0, 0, "aware", False),
+                    "prefetch only": (0, 1, "aware", False), "reuse + prefetch": (1, 1, "aware", False),
+                    "question unknown, prefill per question": (1, 1, "unknown", False),
+                    "question unknown, compressed cache reused": (1, 1, "unknown", True)}
         rows = []
         for workload, (data, model, sampling, engine) in workloads.items():
-            for name, (reuse, prefetch) in settings.items():  # warm-up: one-time costs, not reported
+            for name, (reuse, prefetch, mode, reuse_cache) in settings.items():  # warm-up: one-time costs, not reported
                 cfg = {"model": {"name": f"bench_{workload}", "pretrained": model, "dtype": "float32",
                                  "attn_implementation": "sdpa", "rope_scaling_factor": None, "device": "cpu"},
                        "method": {"name": args.throughput_method, "params": {}},
                        "dataset": {"name": "needle", "data_root": data},
                        "sampling": {"fps": 2.0, "backend": "pyav", **sampling},
                        "engine": {"max_new_tokens": 4, "max_guide_tokens": None, "reforge_positions": False, **engine},
-                       "run": {"results_root": os.path.join(work, f"runs_{workload}_{reuse}{prefetch}"), "limit": None,
-                               "overwrite": True, "reuse_videos": reuse, "prefetch": prefetch}}
+                       "run": {"results_root": os.path.join(work, f"runs_{workload}_{reuse}{prefetch}{mode}{reuse_cache:d}"),
+                               "limit": None, "overwrite": True, "reuse_videos": reuse, "prefetch": prefetch,
+                               "question_mode": mode, "reuse_cache": reuse_cache}}
                 if name == "warm-up":
                     cfg["run"]["limit"] = 2
                 m = run_cell(cfg)
                 if name == "warm-up":
                     continue
-                rows.append({"workload": workload, "setting": name, **m["throughput"], "samples": m["metrics"]["num_samples"]})
+                rows.append({"workload": workload, "setting": name, **m["throughput"], "samples": m["metrics"]["num_samples"],
+                             "accuracy": m["metrics"]["accuracy"]})
                 print(f"  throughput {workload} / {name}: {rows[-1]['samples_per_hour']:.0f} samples/h", file=sys.stderr)
         for r in rows:
             base = next(x for x in rows if x["workload"] == r["workload"])["samples_per_hour"]
@@ -506,6 +512,10 @@ def suite_throughput(args) -> dict:
             # without prefetch the model waits for every decode (input_seconds, in the foreground)
             waited = r["rank0_input_wait_seconds"] if r["setting"] != "reuse off, prefetch off" else r["input_seconds"]
             r["wait_share"] = waited / r["evaluate_seconds"]
+            if r["setting"] == "question unknown, compressed cache reused":  # against compressing per question
+                per_q = next(x for x in rows if x["workload"] == r["workload"]
+                             and x["setting"] == "question unknown, prefill per question")
+                r["vs_per_question"] = r["samples_per_hour"] / per_q["samples_per_hour"]
         return {"videos": args.videos, "questions_per_video": args.questions_per_video, "method": args.throughput_method,
                 "video_seconds": args.video_seconds, "long_frames": args.long_frames, "rows": rows}
     finally:
@@ -517,13 +527,15 @@ def table_throughput(r: dict) -> str:
              f"evaluator. needle: the committed needle model, 32-s 56-px videos, max_context 270. long: the random "
              f"bench model, {_duration(r['video_seconds'])} 360p H.264 videos sampled to {r['long_frames']} frames at "
              f"224 px, max_context 2048. Seconds are summed over the samples (input = decode + preprocessing in the "
-             f"foreground or the prefetch thread).", "",
-             "| workload | setting | samples/h | vs off | evaluate s | input s | vision s | prefill s | waited on input |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"foreground or the prefetch thread). Question unknown: the video compressed without the "
+             f"question (run.question_mode=unknown), once per question or once per video (run.reuse_cache).", "",
+             "| workload | setting | samples/h | vs off | evaluate s | input s | vision s | prefill s | waited on input | caches reused |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for x in r["rows"]:
-        lines.append(f"| {x['workload']} | {x['setting']} | {x['samples_per_hour']:.0f} | {x['vs_off']:.2f}x | "
+        extra = f" ({x['vs_per_question']:.2f}x per-question)" if "vs_per_question" in x else ""
+        lines.append(f"| {x['workload']} | {x['setting']} | {x['samples_per_hour']:.0f}{extra} | {x['vs_off']:.2f}x | "
                      f"{x['evaluate_seconds']:.1f} | {x['input_seconds']:.1f} | {x['vision_seconds']:.1f} | "
-                     f"{x['prefill_seconds']:.1f} | {100 * x['wait_share']:.1f} % |")
+                     f"{x['prefill_seconds']:.1f} | {100 * x['wait_share']:.1f} % | {x.get('caches_reused', 0)} |")
     return "\n".join(lines)
 
 
@@ -767,6 +779,7 @@ def main() -> int:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--intermediate", type=int, default=None, help="MLP width (default 2 x hidden)")
     ap.add_argument("--frames", type=int, default=128, help="engine suite: frames")
     ap.add_argument("--size", type=int, default=224, help="frame side in pixels (engine, memory)")
     ap.add_argument("--chunk-frames", type=int, default=32)

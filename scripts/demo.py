@@ -11,9 +11,17 @@ near chance): the table shows that every stage runs and every method meets one K
 Part 2, compression quality on the needle benchmark (``retake.synthetic``, held-out seed 1):
 the trained model (``checkpoints/needle_qwen2_5_vl``, ``make train-synthetic``) uncompressed
 at full frames, then every method at keep ratios of about 0.05, 0.1 and 0.25 of the video
-tokens, the ``uniform`` frames baseline at the same budgets included; a table and a plot of
-accuracy vs budget. Every number is read back from the cells' ``metrics.json`` files (the
-files ``make tables`` reads); rerunning skips finished cells. Usage:
+tokens, the ``uniform`` frames baseline at the same budgets included, and every method once
+more at r = 0.1 with the question withheld while the video is compressed (``run.question_mode
+=unknown``, the same budget: ``engine.question_tokens`` is the question's own length); a table
+and a plot of accuracy vs budget.
+
+Part 3, streaming: the question-unknown methods at one fixed memory cap (the r = 0.1 budget of
+the whole video) on the needle videos sampled to 16, 32 and 64 frames, against no compression:
+accuracy and the cache's peak size, which stays flat as the video grows.
+
+Every number is read back from the cells' ``metrics.json`` files (the files ``make tables``
+reads); rerunning skips finished cells. Usage:
 
     python scripts/demo.py --out demo_out [--methods none,uniform,adaretake,retake,fastv]
 """
@@ -30,7 +38,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = ("videomme", "mlvu_dev", "longvideobench_val", "lvbench")
 METHODS = "none,uniform,adaretake,retake,fastv,pyramiddrop,snapkv"
 NEEDLE_METHODS = ("uniform,random,downsample,adaretake,retake,fastv,pyramiddrop,vlcache,fitprune,lookm,sparsevlm,snapkv,h2o,"
-                  "flexselect,adaptoken,vidcom2,evs,fastvid")
+                  "flexselect,adaptoken,vidcom2,evs,fastvid,infinipot_v,streammem")
+STREAMING_METHODS = "infinipot_v,streammem"
+UNKNOWN_RATIO = 0.1  # the budget of the "question unknown" column
 NEEDLE_MODEL = os.path.join(ROOT, "checkpoints", "needle_qwen2_5_vl")
 KEEP_RATIOS = (0.05, 0.1, 0.25)
 
@@ -84,6 +94,8 @@ def main() -> int:
     ap.add_argument("--videos", type=int, default=3, help="part 1 videos per benchmark (2 questions each)")
     ap.add_argument("--needle-methods", default=NEEDLE_METHODS, help="part 2 methods ('' skips part 2)")
     ap.add_argument("--needle-samples", type=int, default=48, help="part 2 held-out questions (default 48)")
+    ap.add_argument("--streaming-methods", default=STREAMING_METHODS, help="part 3 methods ('' skips part 3)")
+    ap.add_argument("--streaming-frames", default="16,32,64", help="part 3 frames sampled per video")
     args = ap.parse_args()
     quiet()
 
@@ -93,7 +105,8 @@ def main() -> int:
 
     methods, datasets = args.methods.split(","), args.datasets.split(",")
     needle_methods = [m for m in args.needle_methods.split(",") if m]
-    for m in methods + needle_methods:
+    streaming = [m for m in args.streaming_methods.split(",") if m]
+    for m in methods + needle_methods + streaming:
         get_method(m)  # an unknown name fails here, listing the valid ones
     if not os.path.exists(os.path.join(args.model, "config.json")):
         print(f"no checkpoint in {args.model}: train one with `make train-synthetic`", file=sys.stderr)
@@ -137,52 +150,92 @@ def main() -> int:
     needle_root = os.path.join(out, "needle_data")
     if not os.path.isdir(needle_root):
         write_benchmark(os.path.join(needle_root, "needle"), args.needle_samples, seed=1)
-    budgets = needle_budgets(args.model, os.path.join(needle_root, "needle"))
+    budgets, question_tokens = needle_budgets(args.model, os.path.join(needle_root, "needle"))
     needle_runs = os.path.join(out, "needle_runs")
     common = [*model, f"data_root={needle_root}", "dataset=needle", "engine.chunk_frames=16",
               "engine.max_new_tokens=4", f"run.results_root={needle_runs}", "experiment_name=demo_needle"]
+    unknown = ["run.question_mode=unknown", f"engine.question_tokens={question_tokens}"]
     cells = [["method=none", "engine.max_context=100000", *common]]
     cells += [[f"method={m}", f"engine.max_context={c}", *common] for c in budgets.values() for m in needle_methods]
+    cells += [[f"method={m}", f"engine.max_context={budgets[UNKNOWN_RATIO]}", *common, *unknown] for m in needle_methods]
     elapsed = run_cells(cells, "part 2 cells")
     runs = collect(needle_runs)
+    known = runs[runs["question_mode"] != "unknown"]
+    blind = runs[runs["question_mode"] == "unknown"].set_index("method")
     full = runs[runs["method"] == "none"]["score"]
     print(f"\nretake demo, part 2: the needle benchmark ({args.needle_samples} held-out questions, chance 25 %), "
           f"trained {os.path.basename(args.model)}; accuracy in % at max_context = text + keep ratio x video tokens\n")
     none = runs[runs["method"] == "none"]
     rows = [["none (all tokens)", *[x for _ in budgets for x in (f"{float(full.iloc[0]):.1f}", "1.000")],
-             _mean(none, "efficiency/prefill_seconds/mean", "{:.3f}")]]
+             f"{float(full.iloc[0]):.1f}", _mean(none, "efficiency/prefill_seconds/mean", "{:.3f}")]]
     for m in needle_methods:
-        sub = runs[runs["method"] == m].set_index("max_context")
+        sub = known[known["method"] == m].set_index("max_context")
         cols = []
         for c in budgets.values():
             cols += [f"{sub.loc[c, 'score']:.1f}" if c in sub.index else "-",
                      _mean(sub.loc[[c]] if c in sub.index else sub.iloc[0:0], "efficiency/achieved_keep_ratio/mean", "{:.3f}")]
+        cols.append(f"{blind.loc[m, 'score']:.1f}" if m in blind.index else "-")
         rows.append([m, *cols, _mean(sub, "efficiency/prefill_seconds/mean", "{:.3f}")])
-    print_table(["method", *[x for r, c in budgets.items() for x in (f"r={r} (C={c})", "keep")], "prefill s"], rows)
+    print_table(["method", *[x for r, c in budgets.items() for x in (f"r={r} (C={c})", "keep")],
+                 f"r={UNKNOWN_RATIO} unknown", "prefill s"], rows)
     print("keep: the video keep ratio achieved (whole tokens per chunk and layer; uniform: whole frames); "
-          "prefill s: per sample, mean over the budgets")
-    plots = plot_accuracy(runs, os.path.join(out, "plots"), log=lambda _: None)  # (none: the reference line)
+          f"r={UNKNOWN_RATIO} unknown: the question withheld while the video is compressed (guided methods read the "
+          "chat template's tokens instead), same budget; prefill s: per sample, mean over the budgets")
+    plots = plot_accuracy(known, os.path.join(out, "plots"), log=lambda _: None)  # (none: the reference line)
     print(f"\n{len(cells)} cells in {elapsed:.0f} s under {needle_runs}; plot: {', '.join(map(str, plots))}")
     print(f"tables from any runs folder: python scripts/make_tables.py --runs {needle_runs} --paper results/paper --out {out}/tables")
+    if not streaming:
+        return 0
+
+    # -- part 3: streaming at a fixed memory cap ------------------------------------------------
+    frames = [int(f) for f in args.streaming_frames.split(",")]
+    stream_runs = os.path.join(out, "streaming_runs")
+    cap = budgets[UNKNOWN_RATIO]
+    common = [*model, f"data_root={needle_root}", "dataset=needle", "engine.chunk_frames=8", "engine.max_new_tokens=4",
+              f"engine.max_context={cap}", f"run.results_root={stream_runs}", "experiment_name=demo_streaming", *unknown]
+    cells = [[f"method={m}", f"model.max_frames={f}", *common] for f in frames for m in ["none", *streaming]]
+    elapsed = run_cells(cells, "part 3 cells")
+    runs = collect(stream_runs)
+    print(f"\nretake demo, part 3: streaming, the question asked after the video; max_context = {cap} "
+          f"(r={UNKNOWN_RATIO} of the 64-frame video), chunks of 8 frames\n")
+    rows = []
+    for m in ["none", *streaming]:
+        sub = runs[runs["method"] == m].set_index("max_frames")
+        cols = []
+        for f in frames:
+            if f not in sub.index:
+                cols += ["-", "-"]
+                continue
+            cell = sub.loc[[f]]
+            cols += [f"{float(cell['score'].iloc[0]):.1f}", _mean(cell, "efficiency/video_held_max/max", "{:.0f}"),
+                     _mean(cell, "efficiency/peak_kv_cache_bytes/max", "{:.0f}", scale=1 / 1024)]
+        rows.append([m, *cols])
+    print_table(["method", *[x for f in frames for x in (f"{f} frames", "held", "peak KiB")]], rows)
+    print("held: video entries a layer held after a chunk, at most; peak: the cache's largest size while the video "
+          "is prefilled (prefix, held entries, one chunk), all layers: under the cap it never exceeds prefix + cap + "
+          "one chunk, whatever the video's length (StreamMem's filtered frames make its chunks vary); uncompressed "
+          "it grows with the video")
+    print(f"\n{len(cells)} cells in {elapsed:.0f} s under {stream_runs}")
     return 0
 
 
-def needle_budgets(model: str, data_root: str) -> dict[float, int]:
-    """max_context per keep ratio (``retake.synthetic.max_context_for``)."""
+def needle_budgets(model: str, data_root: str) -> tuple[dict[float, int], int]:
+    """max_context per keep ratio (``retake.synthetic.max_context_for``) and a needle question's
+    tokens (``retake.synthetic.question_tokens_for``)."""
     from retake.harness.datasets import get_dataset
     from retake.models import load_adapter
-    from retake.synthetic import max_context_for
+    from retake.synthetic import max_context_for, question_tokens_for
 
     adapter = load_adapter(model, dtype="float32", device="cpu")
     first = get_dataset("needle").load(data_root)[0]
-    return {r: max_context_for(adapter, first, r) for r in KEEP_RATIOS}
+    return {r: max_context_for(adapter, first, r) for r in KEEP_RATIOS}, question_tokens_for(adapter, first)
 
 
-def _mean(cells, column: str, fmt: str) -> str:
+def _mean(cells, column: str, fmt: str, scale: float = 1.0) -> str:
     """The mean of a metrics.json column over ``cells`` (collect() rows), formatted; "-" if absent."""
     if column not in cells or not cells[column].notna().any():
         return "-"
-    return fmt.format(float(cells[column].mean()))
+    return fmt.format(scale * float(cells[column].mean()))
 
 
 if __name__ == "__main__":

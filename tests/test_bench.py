@@ -49,6 +49,10 @@ def test_bench_suites_at_toy_sizes(tmp_path):
         assert rows["reuse + prefetch"]["videos_reused"] == 2 * (3 - 1)
         assert rows["reuse off, prefetch off"]["videos_reused"] == 0 and rows["prefetch only"]["videos_reused"] == 0
         assert all(r["samples"] == 6 and r["samples_per_hour"] > 0 for r in rows.values())
+        # question unknown: each video compressed once and reused for its other questions, same answers
+        reused, per_q = rows["question unknown, compressed cache reused"], rows["question unknown, prefill per question"]
+        assert reused["caches_reused"] == 2 * (3 - 1) and per_q["caches_reused"] == 0
+        assert reused["accuracy"] == per_q["accuracy"] and reused["vs_per_question"] > 0
 
 
 def bench_module():

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.xdist_group("demo")
 def run_demo(out) -> str:
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "demo.py"), "--out", str(out), "--methods", "none,adaretake",
            "--datasets", "videomme,lvbench", "--videos", "2", "--frames", "32", "--max-context", "500",
-           "--needle-methods", "uniform,adaretake", "--needle-samples", "4"]
+           "--needle-methods", "uniform,adaretake", "--needle-samples", "4", "--streaming-methods", "infinipot_v",
+           "--streaming-frames", "16,32"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
@@ -43,7 +44,8 @@ def mean_kv(folder) -> float:
 
 def test_demo_runs_cells_and_prints_the_tables(tmp_path):
     out = run_demo(tmp_path)
-    part1, part2 = out[out.index("part 1:"):out.index("part 2:")], out[out.index("part 2:"):]
+    part1, part2 = out[out.index("part 1:"):out.index("part 2:")], out[out.index("part 2:"):out.index("part 3:")]
+    part3 = out[out.index("part 3:"):]
 
     cells = sorted(os.listdir(tmp_path / "runs"))
     assert len(cells) == 4
@@ -64,16 +66,33 @@ def test_demo_runs_cells_and_prints_the_tables(tmp_path):
     assert float(table["adaretake"][2]) < 1.0
 
     needle = rows(part2, ["none (all tokens)", "uniform", "adaretake"])
-    # per budget: accuracy and keep ratio; then prefill seconds
-    assert set(needle) == {"none (all tokens)", "uniform", "adaretake"} and all(len(v) == 7 for v in needle.values())
+    # per budget: accuracy and keep ratio; the question-unknown accuracy at r = 0.1; prefill seconds
+    assert set(needle) == {"none (all tokens)", "uniform", "adaretake"} and all(len(v) == 8 for v in needle.values())
     metrics = [json.load(open(tmp_path / "needle_runs" / c / "metrics.json")) for c in os.listdir(tmp_path / "needle_runs")]
-    assert len(metrics) == 1 + 2 * 3
-    budgets = sorted({m["cell"]["max_context"] for m in metrics if m["cell"]["method"] == "adaretake"})
-    by = {(m["cell"]["method"], m["cell"]["max_context"]): m["metrics"]["accuracy"] for m in metrics}
-    keep = {(m["cell"]["method"], m["cell"]["max_context"]): m["efficiency"]["achieved_keep_ratio"]["mean"] for m in metrics}
+    assert len(metrics) == 1 + 2 * 3 + 2
+    aware = [m for m in metrics if m["cell"]["question_mode"] == "aware"]
+    blind = {m["cell"]["method"]: m for m in metrics if m["cell"]["question_mode"] == "unknown"}
+    budgets = sorted({m["cell"]["max_context"] for m in aware if m["cell"]["method"] == "adaretake"})
+    by = {(m["cell"]["method"], m["cell"]["max_context"]): m["metrics"]["accuracy"] for m in aware}
+    keep = {(m["cell"]["method"], m["cell"]["max_context"]): m["efficiency"]["achieved_keep_ratio"]["mean"] for m in aware}
     for method in ("uniform", "adaretake"):
         assert [float(v) for v in needle[method][0:6:2]] == [pytest.approx(by[(method, c)], abs=0.05) for c in budgets]
         assert [float(v) for v in needle[method][1:6:2]] == [pytest.approx(keep[(method, c)], abs=5e-4) for c in budgets]
+        assert float(needle[method][6]) == pytest.approx(blind[method]["metrics"]["accuracy"], abs=0.05)
+        # the same budget in both modes (question_tokens is the needle question's own length)
+        assert blind[method]["cell"]["max_context"] == budgets[1]
+        assert blind[method]["efficiency"]["kept_video_tokens_per_layer"] == \
+            pytest.approx(next(m for m in aware if m["cell"]["method"] == method and m["cell"]["max_context"] == budgets[1])
+                          ["efficiency"]["kept_video_tokens_per_layer"], abs=1.0)
+
+    stream = rows(part3, ["none", "infinipot_v"])  # per frames: accuracy, held entries, peak KiB
+    assert all(len(v) == 6 for v in stream.values())
+    cap = budgets[1] - blind["adaretake"]["efficiency"]["kv_tokens_per_layer"]["mean"] + \
+        blind["adaretake"]["efficiency"]["kept_video_tokens_per_layer"]["mean"]  # max_context - the text
+    held, peak = [float(v) for v in stream["infinipot_v"][1::3]], [float(v) for v in stream["infinipot_v"][2::3]]
+    assert held[0] == held[1] <= cap + 1e-6 and peak[0] == peak[1]
+    none_held = [float(v) for v in stream["none"][1::3]]
+    assert none_held[1] == 2 * none_held[0] > held[0] and float(stream["none"][5]) > float(stream["none"][2]) > peak[0]
     for axis in ("keep", "budget", "prefill"):
         assert (tmp_path / "plots" / f"needle_qwen2_5_vl__needle__accuracy_vs_{axis}.png").exists()
 

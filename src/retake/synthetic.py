@@ -180,6 +180,16 @@ def max_context_for(adapter, sample: Sample, keep_ratio: float, fps: float = 2.0
     return text + round(keep_ratio * inputs.num_tokens)
 
 
+def question_tokens_for(adapter, sample: Sample, fps: float = 2.0, max_frames: int = 512) -> int:
+    """The tokens a needle question adds to the prompt without one (``engine.question_tokens``
+    that makes question mode ``unknown`` budget exactly as ``aware`` does)."""
+    from .video import load_video
+
+    v = load_video(sample.video, fps=fps, max_frames=max_frames)
+    inputs = adapter.prepare_video(v.frames, v.sampling_fps, v.timestamps)
+    return adapter.build_prompt(format_prompt(sample), inputs).num_text_tokens - adapter.build_prompt("", inputs).num_text_tokens
+
+
 def write_video(path: str, frames: np.ndarray, fps: int) -> str:
     """H.264 (yuv444, near-lossless) with PyAV; decord and PyAV both read it."""
     import av

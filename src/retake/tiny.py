@@ -70,7 +70,11 @@ def tiny_tokenizer():
     return tok
 
 
-def tiny_config(arch: str, tokenizer, layers: int = 4, hidden: int = 64, heads: int = 4, kv_heads: int = 2):
+def tiny_config(arch: str, tokenizer, layers: int = 4, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+                intermediate: int | None = None):
+    """A small config of ``arch``'s language model (MLP width ``intermediate``, default 2 x hidden)
+    and a tiny vision tower; the bench builds real widths with it (Qwen2.5-VL-7B: hidden 3584,
+    heads 28 / 4, intermediate 18944)."""
     if arch not in TINY_ARCHS:
         raise ValueError(f"unknown tiny architecture {arch!r}; valid choices: {', '.join(TINY_ARCHS)}")
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -80,7 +84,7 @@ def tiny_config(arch: str, tokenizer, layers: int = 4, hidden: int = 64, heads: 
     text = dict(
         vocab_size=vocab,
         hidden_size=hidden,
-        intermediate_size=2 * hidden,
+        intermediate_size=intermediate or 2 * hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,

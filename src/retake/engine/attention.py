@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
 from ..rope import rotate
+from . import profile
 
 ATTENTION_NAME = "retake_sdpa"
 _registered = False
@@ -81,10 +82,13 @@ def retake_attention(module, query, key, value, attention_mask, scaling=None, dr
     rot = retake_ctx.rotations.get(module.layer_idx) if retake_ctx.rotations else None
     if rot is not None:  # reforged positions: the layer's own ids (the cache rotated the keys)
         query = rotate(query, rot)
-    retake_ctx.observe(module.layer_idx, query, key, value, scaling)
+    if retake_ctx.method is not None and retake_ctx.method.observes:
+        with profile.part("observe"):
+            retake_ctx.observe(module.layer_idx, query, key, value, scaling)
     if retake_ctx.stop_after is not None and module.layer_idx >= retake_ctx.stop_after:
         raise StopForward
-    out = causal_sdpa(query, key, value, scaling)
+    with profile.part("attention"):
+        out = causal_sdpa(query, key, value, scaling)
     return out.transpose(1, 2).contiguous(), None
 
 

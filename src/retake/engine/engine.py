@@ -28,6 +28,7 @@ import torch
 from ..methods.base import ChunkSpan, LayerKeep, LayerView, Method, ScoringGroup, VideoPlan
 from ..models.base import Prompt, VideoFeatures, VideoInputs, VideoLMAdapter
 from .attention import StopForward
+from . import profile
 from .cache import CompressibleCache
 from .positions import ReforgedPositions
 
@@ -85,7 +86,7 @@ class EngineOutput:
     cache: CompressibleCache | None = None  # the final cache, when run(..., return_cache=True)
     budget_text_tokens: int | None = None  # the text the budget left room for (question mode unknown: a reserve)
     video_held_max_per_layer: list[int] | None = None  # most video entries a layer held after any chunk
-    peak_kv_cache_bytes: int | None = None  # the cache's largest size during prefill (a chunk and guide in it)
+    peak_kv_cache_bytes: int | None = None  # the cache's largest size while the video is prefilled (a chunk and guide in it)
     cache_reused: bool = False  # answered over a compressed video state an earlier question made
     guide: str = "none"  # what the chunks were shown: question | proxy | none
 
@@ -327,12 +328,14 @@ class Engine:
         t0 = time.perf_counter()
 
         # 1. prefix
-        ad.forward_embeds(ad.embed(ids[:vs]), pos[:, :vs], cache, retake_ctx=PLAIN)
+        with profile.part("prefix"):
+            ad.forward_embeds(ad.embed(ids[:vs]), pos[:, :vs], cache, retake_ctx=PLAIN)
 
         # 2. vision
         vision_seconds = 0.0
         if features is None:
-            features, vision_seconds = self.encode(video)
+            with profile.part("vision"):
+                features, vision_seconds = self.encode(video)
         extras = {}
         if isinstance(features, VideoFeatures):
             features, extras = features.embeds, features.extras
@@ -345,7 +348,8 @@ class Engine:
             step_token_offsets=video.step_token_offsets, features=features, visual_mask=video.visual_mask,
             frames_per_step=video.frames_per_step, token_grid=video.token_grid,
         )
-        method.begin(plan)
+        with profile.part("begin"):
+            method.begin(plan)
         if guide is not None:
             gids, gpos = guide.input_ids, guide.position_ids
             g0 = guide.video_end if cfg.max_guide_tokens is None else max(guide.video_end, gids.shape[0] - cfg.max_guide_tokens)
@@ -355,7 +359,8 @@ class Engine:
 
         # 2b. a two-pass method's scoring pass: its KV is discarded, it sets plan.input_keep
         if method.scoring_pass:
-            self._scoring_pass(method, plan, features, extras, pos, vs, cache, guide_ids, guide_pos)
+            with profile.part("scoring_pass"):
+                self._scoring_pass(method, plan, features, extras, pos, vs, cache, guide_ids, guide_pos)
 
         # 3. chunks (+ guide)
         use_guide = method.uses_guide and guide_ids.numel() > 0
@@ -392,30 +397,33 @@ class Engine:
             ctx = _StepContext(method, chunk, n, g, positions=layer_ids, rope=lambda q, x=x: ad.rope(q, x),
                                rotations=rotations, video_start=vs)
             cache.input_rotation = rotations
-            ad.forward_embeds(x, p, cache, retake_ctx=ctx, **({"video_extras": ex} if ex else {}))
+            with profile.part("chunks"):
+                ad.forward_embeds(x, p, cache, retake_ctx=ctx, **({"video_extras": ex} if ex else {}))
             cache.input_rotation = None
             peak_bytes = max(peak_bytes, cache.nbytes())
-            selection = method.select(chunk)
+            with profile.part("select"):
+                selection = method.select(chunk)
             if len(selection) != ad.num_layers:
                 raise RuntimeError(f"method {method.name!r} returned {len(selection)} selections for {ad.num_layers} layers")
-            for layer, keep in enumerate(selection):
-                cache.truncate(layer, before[layer] + n)  # the guide's entries go
-                if keep is not None and not isinstance(keep, LayerKeep):
-                    keep = LayerKeep(keep)
-                whole = keep is not None and keep.scope == "video"
-                if whole and reforge is not None:
-                    raise ValueError(f"method {method.name!r} re-selects over the whole video, which position "
-                                     "reforging does not support: set engine.reforge_positions=false")
-                if keep is not None:
-                    cache.keep(layer, vs if whole else before[layer], keep)
-                kept[layer] = keep.num_entries if whole else kept[layer] + (n if keep is None else keep.num_entries)
-                held_max[layer] = max(held_max[layer], cache.layer_length(layer) - vs)
-                if reforge is not None:
-                    span = (int(pos[0, vs + chunk.token_start]),
-                            int(pos[0, vs + chunk.token_end]) if chunk.token_end < n_video else int(pos[0, ve - 1]) + 1)
-                    rot = reforge.compress(layer, layer_ids[layer][:, :n], None if keep is None else keep.index, span, x)
-                    if rot is not None:
-                        cache.rotate(layer, before[layer], rot[0].shape[0], rot)
+            with profile.part("compaction"):
+                for layer, keep in enumerate(selection):
+                    cache.truncate(layer, before[layer] + n)  # the guide's entries go
+                    if keep is not None and not isinstance(keep, LayerKeep):
+                        keep = LayerKeep(keep)
+                    whole = keep is not None and keep.scope == "video"
+                    if whole and reforge is not None:
+                        raise ValueError(f"method {method.name!r} re-selects over the whole video, which position "
+                                         "reforging does not support: set engine.reforge_positions=false")
+                    if keep is not None:
+                        cache.keep(layer, vs if whole else before[layer], keep)
+                    kept[layer] = keep.num_entries if whole else kept[layer] + (n if keep is None else keep.num_entries)
+                    held_max[layer] = max(held_max[layer], cache.layer_length(layer) - vs)
+                    if reforge is not None:
+                        span = (int(pos[0, vs + chunk.token_start]),
+                                int(pos[0, vs + chunk.token_end]) if chunk.token_end < n_video else int(pos[0, ve - 1]) + 1)
+                        rot = reforge.compress(layer, layer_ids[layer][:, :n], None if keep is None else keep.index, span, x)
+                        if rot is not None:
+                            cache.rotate(layer, before[layer], rot[0].shape[0], rot)
         self._sync()
         return VideoState(
             cache=cache, snapshot=cache.snapshot(), prefix_ids=ids[:vs].clone(), video_positions=pos[:, :ve].clone(),
@@ -453,8 +461,9 @@ class Engine:
         if reforge is not None and ids.shape[0] > ve:
             text_ctx = _StepContext(rotations=reforge.text(int(pos[0, ve]), state.like))
         cache.input_rotation = text_ctx.rotations
-        h = ad.forward_embeds(ad.embed(ids[ve:]), pos[:, ve:], cache, retake_ctx=text_ctx)
-        first_logits = ad.logits(h[0, -1]).float()
+        with profile.part("suffix"):
+            h = ad.forward_embeds(ad.embed(ids[ve:]), pos[:, ve:], cache, retake_ctx=text_ctx)
+            first_logits = ad.logits(h[0, -1]).float()
         self._sync()
         prefill_seconds = time.perf_counter() - t0 + (state.prefill_seconds if first else 0.0)
         kv_prefill = cache.lengths()
@@ -467,15 +476,16 @@ class Engine:
         next_pos = int(pos.max()) + 1
         logits = first_logits
         rows = pos.shape[0]
-        for _ in range(cfg.max_new_tokens):
-            tok = int(logits.argmax())
-            tokens.append(tok)
-            if tok in eos or len(tokens) == cfg.max_new_tokens:
-                break
-            p = torch.full((rows, 1), next_pos, dtype=torch.long)
-            h = ad.forward_embeds(ad.embed(torch.tensor([tok])), p, cache, retake_ctx=text_ctx)
-            logits = ad.logits(h[0, -1]).float()
-            next_pos += 1
+        with profile.part("decode"):
+            for _ in range(cfg.max_new_tokens):
+                tok = int(logits.argmax())
+                tokens.append(tok)
+                if tok in eos or len(tokens) == cfg.max_new_tokens:
+                    break
+                p = torch.full((rows, 1), next_pos, dtype=torch.long)
+                h = ad.forward_embeds(ad.embed(torch.tensor([tok])), p, cache, retake_ctx=text_ctx)
+                logits = ad.logits(h[0, -1]).float()
+                next_pos += 1
         cache.input_rotation = None
         self._sync()
         decode_seconds = time.perf_counter() - td
@@ -498,7 +508,7 @@ class Engine:
             cache=cache if return_cache else None,
             budget_text_tokens=state.text_tokens,
             video_held_max_per_layer=list(state.held_max),
-            peak_kv_cache_bytes=max(state.peak_cache_bytes, kv_bytes),
+            peak_kv_cache_bytes=state.peak_cache_bytes,
             cache_reused=not first,
             guide=state.guide,
         )

@@ -435,6 +435,7 @@ def efficiency(records: list[dict], timing: dict | None) -> dict:
         "kv_cache_bytes": _summary(col("kv_cache_bytes"), "mean", "max"),  # all layers, after prefill
         # the cache's largest size during prefill (one chunk and the guide in it)
         "peak_kv_cache_bytes": _summary(col("peak_kv_cache_bytes"), "mean", "max"),
+        "video_held_max": _summary(col("video_held_max"), "max"),  # video entries a layer held at most
         "vision_seconds": _summary(col("vision_seconds"), "mean", "total"),
         "prefill_seconds": _summary(col("prefill_seconds"), "mean", "total"),
         "decode_seconds": _summary(col("decode_seconds"), "mean", "total"),
