@@ -448,6 +448,19 @@ def _questions(videos: list[tuple[str, str]], per_video: int) -> list[str]:
     return out
 
 
+def longest_question(model: str, samples: list[str]) -> int:
+    """The most tokens a question of ``samples`` adds to the prompt without one, on ``model``
+    (``engine.question_tokens`` that makes question mode unknown budget as mode aware does)."""
+    from retake.harness.samples import Sample, format_prompt
+    from retake.models import load_adapter
+
+    ad = load_adapter(model, dtype="float32", device="cpu")
+    _, inputs, _ = random_video(ad, 4, 56)
+    empty = ad.build_prompt("", inputs).num_text_tokens
+    return max(ad.build_prompt(format_prompt(Sample.from_dict(json.loads(x))), inputs).num_text_tokens - empty
+               for x in samples)
+
+
 def suite_throughput(args) -> dict:
     """Harness cells (lmms-eval's evaluator, one process) with ``--questions-per-video``
     questions on every video, reuse / prefetch off and on, on two workloads:
@@ -481,6 +494,7 @@ def suite_throughput(args) -> dict:
         for name, (data, _, _, _) in workloads.items():
             with open(os.path.join(data, "samples.jsonl"), "w") as f:
                 f.write("\n".join(samples[name]) + "\n")
+        question_tokens = {name: longest_question(model, samples[name]) for name, (_, model, _, _) in workloads.items()}
         # (reuse_videos, prefetch, question_mode, reuse_cache)
         settings = {"warm-up": (0, 0, "aware", False), "reuse off, prefetch off": (0, 0, "aware", False),
                     "prefetch only": (0, 1, "aware", False), "reuse + prefetch": (1, 1, "aware", False),
@@ -500,7 +514,12 @@ def suite_throughput(args) -> dict:
                                "question_mode": mode, "reuse_cache": reuse_cache}}
                 if name == "warm-up":
                     cfg["run"]["limit"] = 2
+                if mode == "unknown":  # the budget the same as with the question known
+                    cfg["engine"]["question_tokens"] = question_tokens[workload]
                 m = run_cell(cfg)
+                if m["failures"]:
+                    raise RuntimeError(f"throughput {workload} / {name}: {len(m['failures'])} samples failed, "
+                                       f"e.g. {m['failures'][0]['error']}")
                 if name == "warm-up":
                     continue
                 rows.append({"workload": workload, "setting": name, **m["throughput"], "samples": m["metrics"]["num_samples"],

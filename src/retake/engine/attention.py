@@ -41,14 +41,23 @@ def split_causal_sdpa(query, key, value, scale):
     """Bottom-right causal attention as two unmasked kernels merged by log-sum-exp: the
     queries over the cache before them (no mask) and over their own block (the square
     ``is_causal`` kernel, which skips masked blocks). The CPU kernels otherwise materialise
-    the ``q x k`` mask and compute every masked block (``docs/performance.md``)."""
-    q_len, k_len = query.shape[-2], key.shape[-2]
-    if query.shape[1] != key.shape[1]:  # the private kernel has no grouped-query support
-        rep = query.shape[1] // key.shape[1]
-        key, value = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
+    the ``q x k`` mask and compute every masked block (``docs/performance.md``).
+
+    Grouped-query heads without repeating the cache (the private kernel has no grouped-query
+    support): over the cache no query sees a mask, so a KV head's ``rep`` query heads are
+    stacked along the queries, ``[B, H_kv, rep * q, d]``, against that head's keys once; only
+    the block's own ``q`` keys are repeated for its causal part."""
+    B, H, q_len, d = query.shape
+    H_kv, k_len = key.shape[1], key.shape[-2]
+    rep = H // H_kv
     past = k_len - q_len
-    o1, l1 = _cpu_attention_lse(query, key[:, :, :past], value[:, :, :past], False, scale)
-    o2, l2 = _cpu_attention_lse(query, key[:, :, past:], value[:, :, past:], True, scale)
+    stacked = query.reshape(B, H_kv, rep * q_len, d)  # query head h = KV head h // rep (repeat_interleave's order)
+    o1, l1 = _cpu_attention_lse(stacked, key[:, :, :past], value[:, :, :past], False, scale)
+    o1, l1 = o1.reshape(B, H, q_len, value.shape[-1]), l1.reshape(B, H, q_len)
+    k_own, v_own = key[:, :, past:], value[:, :, past:]
+    if rep > 1:
+        k_own, v_own = k_own.repeat_interleave(rep, 1), v_own.repeat_interleave(rep, 1)
+    o2, l2 = _cpu_attention_lse(query, k_own, v_own, True, scale)
     m = torch.maximum(l1, l2)
     w1, w2 = torch.exp(l1 - m), torch.exp(l2 - m)
     return ((o1 * w1.unsqueeze(-1) + o2 * w2.unsqueeze(-1)) / (w1 + w2).unsqueeze(-1)).to(query.dtype)

@@ -323,6 +323,10 @@ class Engine:
         vs, ve = context.video_start, context.video_end
         n_text = context.num_text_tokens if text_tokens is None else int(text_tokens)
         n_video = ve - vs
+        if cfg.question_mode == "unknown" and cfg.max_context - n_text < 1:
+            raise ValueError(f"max_context={cfg.max_context} leaves no room for video: question mode 'unknown' reserves "
+                             f"{n_text} text tokens, of them engine.question_tokens={cfg.question_tokens} for the "
+                             "question; lower question_tokens or raise max_context")
         r = keep_ratio(cfg.max_context, n_text, n_video)
         cache = CompressibleCache()
         t0 = time.perf_counter()
