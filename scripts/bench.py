@@ -4,9 +4,13 @@ side by side in one run.
 Suites (``--suite``, comma-separated; default all):
 
 - ``engine``: prefill of one plain transformers forward vs the chunked engine with ``none``
-  (r = 1) vs the engine with every method at ``--keep`` of the video; the time each method
-  spends scoring and selecting (its ``begin`` / ``observe`` / ``select``), as a share of its
-  prefill. One process, modes interleaved, median of ``--repeats``.
+  (r = 1), ``none`` with the guide (what the guide costs) and every method at ``--keep`` of the
+  video, each engine run split into vision / text / layers / attention / scoring / compaction /
+  other by the engine's part timers (``retake.engine.profile``). Cases (``--engine-cases``):
+  ``7b``, the language model at Qwen2.5-VL-7B's widths (2 layers, random weights, 64 frames:
+  2048 video tokens), the headline; ``w256``, the width-256 model where scoring dominates;
+  ``custom`` from the size flags. Each at every ``--engine-chunks`` size. One process, modes
+  interleaved, median of ``--repeats``.
 - ``memory``: peak memory and KV bytes vs frames at a fixed ``max_context``, ``none`` vs
   ``adaretake``; every (frames, method) point in its own process. Input buffers (decoded
   frames, pixel values) are allocated before the measured window and reported apart. CUDA:
@@ -122,10 +126,78 @@ class Timed:
 
 # -- engine -----------------------------------------------------------------------------------
 
+# the engine suite's cases: the language model at Qwen2.5-VL-7B's widths (its per-token cost is
+# what a user pays; a few layers suffice, every layer costs the same) and the width-256 model of
+# the other suites, where layers cost almost nothing and scoring dominates
+ENGINE_CASES = {
+    "7b": {"label": "7B proportions: hidden 3584, 28 / 4 heads, MLP 18944 (Qwen2.5-VL-7B), 2 layers",
+           "layers": 2, "hidden": 3584, "heads": 28, "kv_heads": 4, "intermediate": 18944, "frames": 64, "size": 224},
+    "w256": {"label": "width 256, 8 layers (scoring-bound)", "layers": 8, "hidden": 256, "heads": 8, "kv_heads": 2,
+             "intermediate": None, "frames": 128, "size": 224},
+}
+# the component split: (column, profile paths added, profile paths subtracted)
+COMPONENTS = (
+    ("vision", ("vision",), ()),
+    ("text", ("prefix", "suffix", "decode"), ()),
+    ("layers", ("chunks",), ("chunks/attention", "chunks/observe")),
+    ("attention", ("chunks/attention",), ()),
+    ("scoring", ("chunks/observe", "select", "begin", "scoring_pass"), ()),
+    ("compaction", ("compaction",), ()),
+)
+
+
+def engine_case(args, name: str):
+    """(label, a namespace of the model sizes and the frames) of an engine case; ``custom``: the
+    command line's --layers / --hidden / --heads / --kv-heads / --intermediate / --frames / --size."""
+    if name == "custom":
+        spec = {"label": f"hidden {args.hidden}, {args.heads} / {args.kv_heads} heads, MLP "
+                         f"{args.intermediate or 2 * args.hidden}, {args.layers} layers",
+                "layers": args.layers, "hidden": args.hidden, "heads": args.heads, "kv_heads": args.kv_heads,
+                "intermediate": args.intermediate, "frames": args.frames, "size": args.size}
+    elif name in ENGINE_CASES:
+        spec = ENGINE_CASES[name]
+    else:
+        raise SystemExit(f"unknown engine case {name!r}; valid: {', '.join([*ENGINE_CASES, 'custom'])}")
+    return spec["label"], argparse.Namespace(**{**vars(args), **{k: v for k, v in spec.items() if k != "label"}})
+
+
+def components(prof, total: float) -> dict:
+    """A profiled run's seconds per :data:`COMPONENTS` column, and ``other`` (the rest of ``total``)."""
+    seconds = dict(prof.seconds)
+    out = {name: sum(seconds.get(k, 0.0) for k in plus) - sum(seconds.get(k, 0.0) for k in minus)
+           for name, plus, minus in COMPONENTS}
+    top = sum(v for k, v in seconds.items() if "/" not in k)
+    out["other"] = max(0.0, total - top)
+    return out
+
+
 def suite_engine(args) -> dict:
+    """Every case of ``--engine-cases`` at every chunk size of ``--engine-chunks``."""
+    runs = []
+    for name in [c for c in args.engine_cases.split(",") if c]:
+        label, case = engine_case(args, name)
+        for chunk in [int(c) for c in str(args.engine_chunks).split(",") if c]:
+            case.chunk_frames = chunk
+            print(f"  engine {name}, chunks of {chunk} frames", file=sys.stderr)
+            runs.append({"case": name, "label": label, **engine_run(case)})
+    return {"runs": runs}
+
+
+def engine_run(args) -> dict:
+    from dataclasses import dataclass
+
     from retake.engine import Engine, EngineConfig
+    from retake.engine.profile import profiling
     from retake.methods import get_method
+    from retake.methods.none import NoCompression
     from retake.models import load_adapter
+
+    @dataclass
+    class GuideOnly(NoCompression):
+        """``none`` with the guide appended to every chunk (and dropped): what the guide costs."""
+
+        name = "none + guide"
+        uses_guide = True
 
     ad = load_adapter(tiny_checkpoint(args), dtype=args.dtype, device=args.device)
     dev = ad.device
@@ -143,16 +215,17 @@ def suite_engine(args) -> dict:
         finally:
             ad.model.set_attn_implementation({"text_config": "retake_sdpa"})
 
-    def engine_run(name, context):
-        method = Timed(get_method(name), dev)
-        out = Engine(ad, EngineConfig(chunk_frames=args.chunk_frames, max_context=context, max_new_tokens=1)).run(
-            inputs, prompt, method)
-        return out, method.seconds
+    def run(name, context):
+        method = GuideOnly() if name == "none + guide" else get_method(name)
+        engine = Engine(ad, EngineConfig(chunk_frames=args.chunk_frames, max_context=context, max_new_tokens=1))
+        with profiling([dev]) as prof:
+            out = engine.run(inputs, prompt, method)
+        return out, prof
 
-    modes = {"plain forward": None, "engine none (r = 1)": ("none", 10**9)}
+    modes = {"plain forward": None, "engine none (r = 1)": ("none", 10**9), "engine none + guide": ("none + guide", 10**9)}
     modes.update({f"engine {m}": (m, budget) for m in METHODS if m in args.methods})
     times = {k: [] for k in modes}
-    method_s = {k: [] for k in modes}
+    parts = {k: [] for k in modes}
     info = {}
     with torch.no_grad():
         for rep in range(args.repeats + 1):  # the first round warms up
@@ -161,22 +234,21 @@ def suite_engine(args) -> dict:
                 t = time.perf_counter()
                 if spec is None:
                     plain()
-                    ms = 0.0
                 else:
-                    out, ms = engine_run(*spec)
-                    info[k] = {"kv_tokens_mean": sum(out.kv_tokens_per_layer) / len(out.kv_tokens_per_layer),
-                               "vision_seconds": out.vision_seconds}
+                    out, prof = run(*spec)
+                    info[k] = {"kv_tokens_mean": sum(out.kv_tokens_per_layer) / len(out.kv_tokens_per_layer)}
                 sync(dev)
                 if rep:
                     times[k].append(time.perf_counter() - t)
-                    method_s[k].append(ms)
+                    if spec is not None:
+                        parts[k].append(components(prof, times[k][-1]))
         # the 5 % question on its own: plain and `none` alternated, nothing else in between
         pair = {"plain": [], "none": []}
         for rep in range(2 * args.repeats + 1):
             for k in ("plain", "none"):
                 sync(dev)
                 t = time.perf_counter()
-                plain() if k == "plain" else engine_run("none", 10**9)
+                plain() if k == "plain" else run("none", 10**9)
                 sync(dev)
                 if rep:
                     pair[k].append(time.perf_counter() - t)
@@ -185,30 +257,48 @@ def suite_engine(args) -> dict:
     none = statistics.median(times["engine none (r = 1)"])
     rows = []
     for k in modes:
-        s, m = statistics.median(times[k]), statistics.median(method_s[k])
+        s = statistics.median(times[k])
+        split = {c: statistics.median(p[c] for p in parts[k]) for c in parts[k][0]} if parts[k] else {}
         rows.append({"mode": k, "seconds": s, "vs_plain": s / base, "vs_none": s / none,
-                     "method_seconds": m, "method_share": m / s, **info.get(k, {})})
+                     "method_seconds": split.get("scoring", 0.0), "method_share": split.get("scoring", 0.0) / s,
+                     "components": split, **info.get(k, {})})
+    guide_tokens = prompt.input_ids.shape[0] - prompt.video_end
+    steps = args.chunk_frames // inputs.frames_per_step
+    chunk_tokens = inputs.step_token_offsets[min(steps, inputs.num_steps)] - inputs.step_token_offsets[0]
+    guided = statistics.median(times["engine none + guide"])
     return {"frames": args.frames, "size": args.size, "video_tokens": inputs.num_tokens,
             "text_tokens": prompt.num_text_tokens, "keep": args.keep, "max_context": budget,
             "chunk_frames": args.chunk_frames, "repeats": args.repeats, "rows": rows,
+            "guide": {"tokens": guide_tokens, "chunk_tokens": chunk_tokens, "token_share": guide_tokens / chunk_tokens,
+                      "seconds": guided - none, "share_of_none": (guided - none) / none},
             "paired": {"plain_seconds": paired["plain"], "none_seconds": paired["none"],
                        "none_vs_plain": paired["none"] / paired["plain"], "rounds": 2 * args.repeats}}
 
 
 def table_engine(r: dict) -> str:
-    lines = [f"{r['frames']} frames at {r['size']} px: {r['video_tokens']} video + {r['text_tokens']} text tokens; "
-             f"chunks of {r['chunk_frames']} frames; methods at max_context {r['max_context']} "
-             f"(r = {r['keep']}); median of {r['repeats']}.", "",
-             "| mode | prefill s | / plain | / engine none | scoring + selection s | share of prefill |",
-             "|---|---|---|---|---|---|"]
-    for x in r["rows"]:
-        lines.append(f"| {x['mode']} | {x['seconds']:.3f} | {x['vs_plain']:.2f} | {x['vs_none']:.2f} | "
-                     f"{x['method_seconds']:.4f} | {100 * x['method_share']:.1f} % |")
-    if "paired" in r:
-        p = r["paired"]
+    out = []
+    for run in r["runs"]:
+        g = run["guide"]
+        lines = [f"### {run['label']}, chunks of {run['chunk_frames']} frames", "",
+                 f"{run['frames']} frames at {run['size']} px: {run['video_tokens']} video + {run['text_tokens']} text "
+                 f"tokens; methods at max_context {run['max_context']} (r = {run['keep']}); median of {run['repeats']}. "
+                 f"Guide: {g['tokens']} tokens per chunk of {g['chunk_tokens']} ({100 * g['token_share']:.1f} %), "
+                 f"measured {g['seconds']:.3f} s = {100 * g['share_of_none']:.1f} % of none's prefill "
+                 f"(none + guide - none). Seconds per component (layers: the chunks' forward outside "
+                 f"attention and the method's reading; text: prefix, suffix, decoding).", "",
+                 "| mode | prefill s | / plain | / none | vision | text | layers | attention | scoring | compaction | other | scoring share |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for x in run["rows"]:
+            c = x.get("components") or {}
+            cols = " | ".join(f"{c[k]:.3f}" if k in c else "-" for k in
+                              ("vision", "text", "layers", "attention", "scoring", "compaction", "other"))
+            lines.append(f"| {x['mode']} | {x['seconds']:.3f} | {x['vs_plain']:.2f} | {x['vs_none']:.2f} | {cols} | "
+                         f"{100 * x['method_share']:.1f} % |")
+        p = run["paired"]
         lines.append(f"\nplain forward and engine none alternated alone ({p['rounds']} rounds): "
                      f"{p['plain_seconds']:.3f} s vs {p['none_seconds']:.3f} s = {p['none_vs_plain']:.3f}x")
-    return "\n".join(lines)
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
 
 
 # -- memory -----------------------------------------------------------------------------------
@@ -651,14 +741,17 @@ class Recording(Timed):
         return sel
 
 
-def prefill_flops(cfg, prompt, video, rec: Recording, guide_tokens: int) -> dict:
+def prefill_flops(cfg, prompt, video, rec: Recording, guide_tokens: int, fast_paths: bool = True) -> dict:
     """Matmul + attention FLOPs of one engine prefill (vision tower, prefix, every chunk with its
     guide, suffix), from the sizes and what each chunk kept in each layer. Elementwise ops,
-    norms and RoPE are left out. Attention: 2 x 2 x heads x head_dim per (query, key) pair."""
+    norms and RoPE are left out. Attention: 2 x 2 x heads x head_dim per (query, key) pair.
+    ``fast_paths``: the guide's rows skip the last layer's MLP (the prefix run in the first
+    chunk's forward costs the same FLOPs as run alone)."""
     t, v = cfg.text_config, cfg.vision_config
     d, hd, L = t.hidden_size, t.hidden_size // t.num_attention_heads, t.num_hidden_layers
     kv = t.num_key_value_heads * hd
     per_token = 2 * (d * (d + 2 * kv) + d * d + 3 * d * t.intermediate_size)  # qkv, o, gate/up/down
+    skipped = 2 * 3 * d * t.intermediate_size * guide_tokens if fast_paths else 0  # per chunk
 
     def attn(q, k):  # q queries after k - q cached keys, causal among themselves
         return 4 * d * (q * (k - q) + q * (q + 1) // 2)
@@ -668,7 +761,7 @@ def prefill_flops(cfg, prompt, video, rec: Recording, guide_tokens: int) -> dict
     llm += L * per_token * prompt.video_start + sum(attn(prompt.video_start, prompt.video_start) for _ in range(L))
     for n, kept in zip(rec.fed, rec.kept):
         q = n + guide_tokens
-        llm += L * per_token * q + sum(attn(q, cache[layer] + q) for layer in range(L))
+        llm += L * per_token * q + sum(attn(q, cache[layer] + q) for layer in range(L)) - skipped
         cache = [c + k for c, k in zip(cache, kept)]
     suffix = prompt.suffix_len
     llm += L * per_token * suffix + sum(attn(suffix, cache[layer] + suffix) for layer in range(L))
@@ -799,9 +892,12 @@ def main() -> int:
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--intermediate", type=int, default=None, help="MLP width (default 2 x hidden)")
-    ap.add_argument("--frames", type=int, default=128, help="engine suite: frames")
+    ap.add_argument("--frames", type=int, default=128, help="engine suite (custom case) and memory suite: frames")
     ap.add_argument("--size", type=int, default=224, help="frame side in pixels (engine, memory)")
-    ap.add_argument("--chunk-frames", type=int, default=32)
+    ap.add_argument("--chunk-frames", type=int, default=32, help="chunk size of the memory and gpu suites")
+    ap.add_argument("--engine-cases", default="7b,w256", help=f"engine suite: some of {', '.join(ENGINE_CASES)}, custom "
+                    "(custom: --layers / --hidden / --heads / --kv-heads / --intermediate / --frames / --size)")
+    ap.add_argument("--engine-chunks", default="32,8", help="engine suite: chunk sizes in frames")
     ap.add_argument("--keep", type=float, default=0.25, help="engine suite: the methods' share of the video")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--memory-frames", default="64,128,256,512,1024,2048")

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,7 +21,7 @@ def test_bench_suites_at_toy_sizes(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "bench.py"), "--out", str(out), "--frames", "16", "--size", "56",
            "--repeats", "1", "--methods", "adaretake,vlcache", "--memory-frames", "16,32", "--context", "120",
            "--video-seconds", "6", "--input-frames", "8", "--videos", "2", "--questions-per-video", "3",
-           "--long-frames", "8"]
+           "--long-frames", "8", "--engine-cases", "custom", "--engine-chunks", "8"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -29,10 +31,20 @@ def test_bench_suites_at_toy_sizes(tmp_path):
     assert (out / "memory.png").stat().st_size > 0
 
     engine = json.loads((out / "engine.json").read_text())
-    modes = {r["mode"]: r for r in engine["rows"]}
-    assert set(modes) == {"plain forward", "engine none (r = 1)", "engine adaretake", "engine vlcache"}
+    (run,) = engine["runs"]
+    modes = {r["mode"]: r for r in run["rows"]}
+    assert set(modes) == {"plain forward", "engine none (r = 1)", "engine none + guide", "engine adaretake",
+                          "engine vlcache"}
     assert modes["engine vlcache"]["method_seconds"] > 10 * modes["engine none (r = 1)"]["method_seconds"]
     assert modes["engine adaretake"]["kv_tokens_mean"] < modes["engine none (r = 1)"]["kv_tokens_mean"]
+    for name, row in modes.items():  # the component split adds up to the prefill (other: the rest)
+        if name != "plain forward":
+            parts = row["components"]
+            assert set(parts) == {"vision", "text", "layers", "attention", "scoring", "compaction", "other"}
+            assert sum(parts.values()) == pytest.approx(row["seconds"], rel=0.05) and min(parts.values()) >= 0
+    none = modes["engine none (r = 1)"]
+    assert none["components"]["scoring"] < 0.01 * none["seconds"]  # none scores nothing (begin / select only)
+    assert run["guide"]["tokens"] > 0 and run["guide"]["token_share"] > 0
 
     memory = json.loads((out / "memory.json").read_text())
     pts = {(p["method"], p["frames"]): p for p in memory["points"]}
@@ -107,6 +119,11 @@ def test_flop_count_matches_the_attention_calls(tiny_dirs, video_path, monkeypat
         monkeypatch.setattr(attention, "causal_sdpa", real)
         g = prompt.input_ids.shape[0] - prompt.video_end if rec.uses_guide else 0
         counted = bench.prefill_flops(ad.model.config, prompt, video, rec, g)["llm"] - 2 * d * t.vocab_size
+        L = t.num_hidden_layers
+        # forwards of L calls each: the prefix with the first chunk, the other chunks, the suffix
+        assert len(calls) == L * (1 + len(rec.fed))
         at_kernel = sum(per_token * q + 4 * h * (q * (k - q) + q * (q + 1) // 2) for h, q, k in calls)
+        # in every chunk's forward the guide's rows skip the last layer's MLP
+        at_kernel -= len(rec.fed) * 2 * 3 * d * t.intermediate_size * g
         assert counted == at_kernel, method
-        assert len(calls) == t.num_hidden_layers * (2 + len(rec.fed))  # prefix, chunks, suffix
+        assert calls[0][1] == prompt.video_start + rec.fed[0] + g  # the prefix ran with the first chunk

@@ -166,7 +166,9 @@ def test_reforged_keys_equal_keys_at_new_ids(arch, adapters, sampled):
 def test_reforge_is_a_no_op_without_compression(arch, adapters, sampled, name):
     ad = adapters[arch]
     inputs, prompt = make_inputs(ad, sampled)
-    ref = Engine(ad, EngineConfig(chunk_frames=4, max_context=10**6, max_new_tokens=4)).run(inputs, prompt, get_method("none"))
+    # (fast_paths off: the prefix in its own forward, as with reforged positions)
+    ref = Engine(ad, EngineConfig(chunk_frames=4, max_context=10**6, max_new_tokens=4, fast_paths=False)).run(
+        inputs, prompt, get_method("none"))
     out = Engine(ad, EngineConfig(chunk_frames=4, max_context=10**6, max_new_tokens=4, reforge_positions=True)).run(
         inputs, prompt, get_method(name))
     assert torch.equal(out.first_logits, ref.first_logits) and out.tokens == ref.tokens

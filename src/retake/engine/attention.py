@@ -113,3 +113,30 @@ def register_attention() -> None:
     # used only when the model runs outside the engine (no retake_ctx): ordinary SDPA masks
     AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
     _registered = True
+
+
+class RowLimit:
+    """Hooks on a module (the last decoder layer's MLP) that, while ``rows`` is set, compute it
+    on the first ``rows`` rows of its input only and give zeros for the rest: the guide's rows
+    there feed nothing any method reads (a chunk forward's output is discarded, the guide's
+    entries are dropped). Off (``rows = None``) the module runs as usual."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.rows: int | None = None
+        self._full = 0
+        module.register_forward_pre_hook(self._before)
+        module.register_forward_hook(self._after)
+
+    def _before(self, module, args):
+        if self.rows is None:
+            return None
+        x = args[0]
+        self._full = x.shape[-2]
+        return (x[..., : self.rows, :], *args[1:])
+
+    def _after(self, module, args, output):
+        if self.rows is None or self._full <= self.rows:
+            return None
+        pad = output.new_zeros(*output.shape[:-2], self._full - self.rows, output.shape[-1])
+        return torch.cat([output, pad], dim=-2)
+

@@ -27,7 +27,7 @@ import torch
 
 from ..methods.base import ChunkSpan, LayerKeep, LayerView, Method, ScoringGroup, VideoPlan
 from ..models.base import Prompt, VideoFeatures, VideoInputs, VideoLMAdapter
-from .attention import StopForward
+from .attention import RowLimit, StopForward
 from . import profile
 from .cache import CompressibleCache
 from .positions import ReforgedPositions
@@ -52,6 +52,10 @@ class EngineConfig:
     # serves every question on the video
     question_mode: str = "aware"
     question_tokens: int = 256  # "unknown": the room the budget leaves for a question's tokens
+    # skip work whose result nobody reads, same answers (docs/performance.md §1): the prefix runs
+    # in the first chunk's forward, and the guide's rows skip the last layer's MLP; False runs
+    # every forward in full (the reference the tests compare against)
+    fast_paths: bool = True
 
     def __post_init__(self):
         if self.chunk_frames < 1:
@@ -132,9 +136,10 @@ class _StepContext:
 
     def __init__(self, method: Method | None = None, chunk: ChunkSpan | None = None, n: int = 0, g: int = 0,
                  positions=None, rope=None, rotations: dict | None = None, group: ScoringGroup | None = None,
-                 stop_after: int | None = None, video_start: int = 0):
+                 stop_after: int | None = None, video_start: int = 0, lead: int = 0):
         self.method, self.chunk, self.n, self.g = method, chunk, n, g
         self.video_start = video_start
+        self.lead = lead  # input rows before the chunk (the prefix, run in the first chunk's forward)
         self.positions, self._rope, self._cs = positions, rope, {}
         self.rotations = rotations
         self.group = group  # a scoring pass's group (two-pass methods)
@@ -151,6 +156,8 @@ class _StepContext:
         if self.method is None or not self.method.observes:
             return
         ids = self.positions[layer] if isinstance(self.positions, dict) else self.positions
+        if self.lead:  # the method sees the chunk and the guide, the prefix is in the cache before them
+            query = query[:, :, self.lead :]
         view = LayerView(
             layer=layer, chunk=self.chunk, query=query[0], key=key[0], value=value[0],
             num_chunk=self.n, num_guide=self.g, scaling=scaling, positions=ids, rope=lambda: self.rope(ids, query.device),
@@ -195,6 +202,15 @@ class Engine:
     def __init__(self, adapter: VideoLMAdapter, config: EngineConfig | None = None):
         self.adapter = adapter
         self.config = config or EngineConfig()
+
+    def _row_limit(self) -> RowLimit | None:
+        """The hooks that skip the guide's rows in the last layer's MLP (installed once per model)."""
+        mlp = self.adapter.last_mlp()
+        if mlp is None:
+            return None
+        if not hasattr(mlp, "_retake_rows"):
+            mlp._retake_rows = RowLimit(mlp)
+        return mlp._retake_rows
 
     def _accelerators(self) -> list[torch.device]:
         """The CUDA devices the model sits on (several under a multi-device ``device_map``)."""
@@ -331,11 +347,7 @@ class Engine:
         cache = CompressibleCache()
         t0 = time.perf_counter()
 
-        # 1. prefix
-        with profile.part("prefix"):
-            ad.forward_embeds(ad.embed(ids[:vs]), pos[:, :vs], cache, retake_ctx=PLAIN)
-
-        # 2. vision
+        # 1. vision
         vision_seconds = 0.0
         if features is None:
             with profile.part("vision"):
@@ -343,6 +355,15 @@ class Engine:
         extras = {}
         if isinstance(features, VideoFeatures):
             features, extras = features.embeds, features.extras
+
+        # 2. prefix: in the first chunk's forward (one pass of the weights fewer), unless a
+        # scoring pass needs it in the cache first, positions are reforged per layer, or the
+        # adapter places per-token extras by row (Qwen3-VL's DeepStack)
+        merge_prefix = cfg.fast_paths and vs > 0 and not method.scoring_pass and not cfg.reforge_positions \
+            and not extras
+        if not merge_prefix and vs > 0:
+            with profile.part("prefix"):
+                ad.forward_embeds(ad.embed(ids[:vs]), pos[:, :vs], cache, retake_ctx=PLAIN)
         if features.shape[0] != n_video:
             raise ValueError(f"features hold {features.shape[0]} video tokens, the prompt's video span {n_video}")
         chunks = chunk_spans(video.step_token_offsets, cfg.chunk_frames // video.frames_per_step)
@@ -375,6 +396,7 @@ class Engine:
         peak_bytes = 0  # the cache's largest size, chunk and guide entries in it
         reforge = ReforgedPositions(ad.num_layers, pos.shape[0], int(pos[:, :vs].max()) if vs else -1, ad.rope) \
             if cfg.reforge_positions else None
+        limit = self._row_limit() if cfg.fast_paths and g else None
         for chunk in chunks:
             x = features[chunk.token_start : chunk.token_end]
             p = pos[:, vs + chunk.token_start : vs + chunk.token_end]
@@ -394,16 +416,30 @@ class Engine:
                 p_guide = guide_pos + (int(p.max()) + 1 - int(guide_pos[0, 0]))
                 x = torch.cat([x, guide_emb], dim=1)
                 p = torch.cat([p, p_guide], dim=1)
-            before = cache.lengths()
+            before = [cache.layer_length(layer) for layer in range(ad.num_layers)]
             layer_ids, rotations = p, None
             if reforge is not None:
                 layer_ids, rotations = reforge.chunk(p_video, p_guide, x)
+            lead = 0
+            x_in, p_in = x, p
+            if merge_prefix:  # [prefix ; chunk ; guide]: causal, so the same as the prefix first
+                lead, merge_prefix = vs, False
+                x_in = torch.cat([ad.embed(ids[:vs]), x], dim=1)
+                p_in = torch.cat([pos[:, :vs], p], dim=1)
             ctx = _StepContext(method, chunk, n, g, positions=layer_ids, rope=lambda q, x=x: ad.rope(q, x),
-                               rotations=rotations, video_start=vs)
+                               rotations=rotations, video_start=vs, lead=lead)
             cache.input_rotation = rotations
-            with profile.part("chunks"):
-                ad.forward_embeds(x, p, cache, retake_ctx=ctx, **({"video_extras": ex} if ex else {}))
+            if limit is not None and g:
+                limit.rows = lead + n  # the guide's rows skip the last layer's MLP
+            try:
+                with profile.part("chunks"):
+                    ad.forward_embeds(x_in, p_in, cache, retake_ctx=ctx, **({"video_extras": ex} if ex else {}))
+            finally:
+                if limit is not None:
+                    limit.rows = None
             cache.input_rotation = None
+            if lead:
+                before = [b + lead for b in before]
             peak_bytes = max(peak_bytes, cache.nbytes())
             with profile.part("select"):
                 selection = method.select(chunk)
@@ -428,6 +464,9 @@ class Engine:
                         rot = reforge.compress(layer, layer_ids[layer][:, :n], None if keep is None else keep.index, span, x)
                         if rot is not None:
                             cache.rotate(layer, before[layer], rot[0].shape[0], rot)
+        if merge_prefix:  # no chunk was fed (every token dropped before prefill)
+            with profile.part("prefix"):
+                ad.forward_embeds(ad.embed(ids[:vs]), pos[:, :vs], cache, retake_ctx=PLAIN)
         self._sync()
         return VideoState(
             cache=cache, snapshot=cache.snapshot(), prefix_ids=ids[:vs].clone(), video_positions=pos[:, :ve].clone(),

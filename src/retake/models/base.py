@@ -168,6 +168,11 @@ class VideoLMAdapter(ABC):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM head on ``[..., hidden]``."""
 
+    def last_mlp(self) -> torch.nn.Module | None:
+        """The last decoder layer's MLP, whose output for the guide's rows nobody reads (the engine
+        skips computing it); None: not known, everything is computed."""
+        return None
+
     @abstractmethod
     def rope(self, position_ids: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin ``[S, head_dim]`` for ``[R, S]`` positions, as the model applies them
@@ -221,6 +226,10 @@ class TransformersVideoLM(VideoLMAdapter):
 
     def embed(self, input_ids):
         return self.language_model.embed_tokens(input_ids.to(self.device)).unsqueeze(0)
+
+    def last_mlp(self):
+        """The language model's last decoder layer's MLP (the engine skips its rows nobody reads)."""
+        return self.language_model.layers[-1].mlp
 
     def logits(self, hidden):
         return self.model.lm_head(hidden.to(self.model.lm_head.weight.device))
