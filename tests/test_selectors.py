@@ -99,3 +99,28 @@ def test_adaptoken_lite_stops_at_the_first_certain_group(arch, adapters, sampled
     grid = torch.zeros(lite.plan.num_video_tokens, dtype=torch.bool)
     grid[lite.plan.grid_index().reshape(-1)] = True
     assert not lite.input_keep[others & grid].any() and lite.input_keep[g0].any()
+
+
+@pytest.mark.parametrize("heads, kv_heads, cache", [(6, 2, 5), (4, 4, 0), (8, 1, 3)])
+def test_layer_view_attention_is_the_repeated_key_softmax_with_the_full_causal_mask(heads, kv_heads, cache):
+    """The grouped logits (no repeated keys) and the causal mask applied to the tail columns only
+    equal the definition: keys repeated per query head, the whole bottom-right mask, softmax."""
+    g = torch.Generator().manual_seed(heads * 10 + cache)
+    n, guide, d = 7, 3, 4
+    nq, nk = n + guide, cache + n + guide
+    query = torch.randn(heads, nq, d, generator=g)
+    key = torch.randn(kv_heads, nk, d, generator=g)
+    v = LayerView(layer=0, chunk=None, query=query, key=key, value=key, num_chunk=n, num_guide=guide, scaling=0.7,
+                  positions=torch.zeros(1, nq, dtype=torch.long), rope=lambda: None)
+    full = query @ key.repeat_interleave(heads // kv_heads, 0).transpose(-1, -2) * 0.7  # [H, q, k]
+    i, j = torch.arange(nq)[:, None], torch.arange(nk)[None, :]
+    ref = torch.softmax(full.masked_fill(j > nk - nq + i, float("-inf")), -1)
+    for start, stop in [(0, nq), (2, 5), (n, nq), (nq - 1, nq)]:
+        assert torch.allclose(v.causal_attention(start, stop), ref[:, start:stop], atol=1e-6)
+    for block in (1, 3, 128):
+        assert torch.allclose(v.received_attention(query, key, causal=True, block=block), ref.sum(1), atol=1e-5)
+        plain = torch.softmax(full, -1).sum(1)
+        assert torch.allclose(v.received_attention(query, key, block=block), plain, atol=1e-5)
+    mask = torch.rand(nq, nk, generator=g) > 0.3
+    mask[:, 0] = True
+    assert torch.allclose(v.attention(query, key, mask), torch.softmax(full.masked_fill(~mask, float("-inf")), -1), atol=1e-6)

@@ -121,12 +121,8 @@ def input_attention_blocks(view, start: int, stop: int, block: int):
     sees key j iff ``j <= k - q + i``). ``view`` is a ``LayerView``. Yields ``(a, att)`` per block
     of at most ``block`` queries, att ``[H, b, k]`` for queries ``[a, a + b)``, so no
     ``[H, q, k]`` tensor is held for more than one block."""
-    nq, nk = view.query.shape[1], view.key.shape[1]
-    j = torch.arange(nk, device=view.query.device)[None, :]
     for a in range(start, stop, block):
-        b = min(stop, a + block)
-        i = torch.arange(a, b, device=view.query.device)[:, None]
-        yield a, view.attention(view.query[:, a:b], view.key, j <= nk - nq + i)
+        yield a, view.causal_attention(a, min(stop, a + block))
 
 
 # -- fastv, pyramiddrop, snapkv, pyramidkv: layer schedules ---------------------------------

@@ -219,32 +219,56 @@ class LayerView:
     def guide_queries(self) -> torch.Tensor:
         return self.query[:, self.num_chunk :]
 
+    def logits(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """``q k^T * scaling`` in fp32, grouped-query aware without repeating the keys: a KV
+        head's ``rep`` query heads are stacked along the queries (query head h reads KV head
+        ``h // rep``, ``repeat_interleave``'s order). queries ``[H, q, d]``, keys
+        ``[H_kv, k, d]`` -> ``[H, q, k]``."""
+        H, nq, d = queries.shape
+        H_kv, nk = keys.shape[0], keys.shape[1]
+        x = torch.matmul(queries.float().reshape(H_kv, (H // H_kv) * nq, d), keys.float().transpose(-1, -2))
+        return x.mul_(self.scaling).view(H, nq, nk)
+
     def attention(self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """softmax(q k^T * scaling) over the given keys, grouped-query aware, fp32.
         queries ``[H, q, d]``, keys ``[H_kv, k, d]`` -> ``[H, q, k]``; ``mask`` (bool
         ``[q, k]``, True = visible) hides keys before the softmax."""
-        rep = queries.shape[0] // keys.shape[0]
-        k = keys.repeat_interleave(rep, dim=0) if rep > 1 else keys
-        logits = queries.float() @ k.float().transpose(-1, -2) * self.scaling
+        logits = self.logits(queries, keys)
         if mask is not None:
-            logits = logits.masked_fill(~mask, float("-inf"))
+            logits.masked_fill_(~mask, float("-inf"))
         return torch.softmax(logits, dim=-1)
 
-    def received_attention(self, queries: torch.Tensor, keys: torch.Tensor, causal: bool = False, block: int = 512) -> torch.Tensor:
+    def causal_attention(self, start: int, stop: int, queries: torch.Tensor | None = None, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention of queries ``[start, stop)`` of ``queries`` (default the input's) over
+        ``keys`` (default the layer's whole cache), aligned at the bottom right as the model
+        computes it: query i of q sees key j iff ``j <= k - q + i``. Only the keys from
+        ``k - q + start`` on can be hidden, so only those columns are masked. ``[H, b, k]``."""
+        queries = self.query if queries is None else queries
+        keys = self.key if keys is None else keys
+        nq, nk = queries.shape[1], keys.shape[1]
+        x = self.logits(queries[:, start:stop], keys)
+        lo = max(0, nk - nq + start)
+        if lo < nk:
+            i = torch.arange(start, stop, device=x.device)[:, None]
+            j = torch.arange(lo, nk, device=x.device)[None, :]
+            x[..., lo:].masked_fill_(j > nk - nq + i, float("-inf"))
+        return torch.softmax(x, dim=-1)
+
+    def received_attention(self, queries: torch.Tensor, keys: torch.Tensor, causal: bool = False, block: int = 128) -> torch.Tensor:
         """Attention each key receives, summed over the queries, per head: ``[H, k]``.
         Softmax over ``keys``; ``causal`` aligns the queries with the last keys (query i of q
         sees key j iff ``j <= k - q + i``). Accumulated over blocks of ``block`` queries so
-        no ``[H, q, k]`` tensor is held."""
+        no ``[H, q, k]`` tensor is held (blocks of ~128 queries also keep it in cache: faster
+        than one block of all queries on CPU, ``docs/performance.md``)."""
         nq, nk = queries.shape[1], keys.shape[1]
         out = torch.zeros(queries.shape[0], nk, device=queries.device)
-        j = torch.arange(nk, device=queries.device)[None, :]
+        keys = keys.float()  # once, not per block
         for a in range(0, nq, block):
-            qb = queries[:, a : a + block]
-            mask = None
+            b = min(nq, a + block)
             if causal:
-                i = torch.arange(a, a + qb.shape[1], device=queries.device)[:, None]
-                mask = j <= nk - nq + i
-            out += self.attention(qb, keys, mask).sum(1)
+                out += self.causal_attention(a, b, queries, keys).sum(1)
+            else:
+                out += self.attention(queries[:, a:b], keys).sum(1)
         return out
 
     def guide_attention(self) -> torch.Tensor:

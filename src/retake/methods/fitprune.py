@@ -74,7 +74,7 @@ class FitPrune(Method):
     """query_block: input queries per block when computing the attention (>= 1)."""
 
     name = "fitprune"
-    query_block: int = 512
+    query_block: int = 128
 
     def __post_init__(self):
         if self.query_block < 1:

@@ -38,7 +38,7 @@ class H2O(Method):
 
     name = "h2o"
     recent_share: float = 0.5
-    query_block: int = 512
+    query_block: int = 128
 
     def __post_init__(self):
         if not 0 <= self.recent_share <= 1:

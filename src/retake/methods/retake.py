@@ -69,7 +69,7 @@ class ReTaKe(Method):
     question_aware = False
     keyframe_ratio: float = 1.0
     pivot_bonus: float = 1.0
-    query_block: int = 512
+    query_block: int = 128
 
     def __post_init__(self):
         if not 0 < self.keyframe_ratio <= 1:

@@ -118,7 +118,7 @@ class SparseVLM(Method):
     recycle_ratio: float = 0.3
     cluster_size: int = 10
     cluster_count: str = "pruned"
-    query_block: int = 512
+    query_block: int = 128
 
     def __post_init__(self):
         if not 0 <= self.recycle_ratio <= 1:

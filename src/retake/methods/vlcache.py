@@ -34,7 +34,7 @@ class VLCache(Method):
     name = "vlcache"
     threshold: float = 0.01
     min_layer_ratio: float = 0.01
-    query_block: int = 512
+    query_block: int = 128
 
     def __post_init__(self):
         if not 0 < self.threshold < 1:
