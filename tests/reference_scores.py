@@ -384,18 +384,26 @@ def reference_layer_scores(rec):
 
 
 @input_reference("fastvid")
-def fastvid_salient(rec):
-    # the salient part only: per frame the top-S tokens by the attention of the frame's mean
-    # token (the contextual part is a density-based merge, tested in test_prepruners.py)
+def fastvid_scores(rec):
+    # per frame, two selections: the salient tokens are the top of the frame attention (a query
+    # at the frame's mean token) among the frame's tokens but its anchors; the anchors (contextual
+    # tokens) are the top DPC-kNN scores among the frame's non-salient tokens
     idx = grid_tokens(rec.plan)
-    if not rec.inner.salient.any():
-        return None  # the budget leaves no salient token per frame: nothing to check
-    x = rec.plan.features[idx].double()
-    q = x.mean(1, keepdim=True)
-    att = torch.softmax((q * x).sum(-1) / x.shape[-1] ** 0.5, -1)  # [T, P]
-    # a frame's tokens but its contextual (merged) ones: the fed among them are the salient
+    x = rec.plan.features[idx].double()  # [T, P, D]
+    D = x.shape[-1]
+    att = torch.softmax((x.mean(1, keepdim=True) * x).sum(-1) / D**0.5, -1)  # [T, P]
     out = []
     for t in range(idx.shape[0]):
-        contextual = rec.input_keep[idx[t]] & ~rec.inner.salient[t]
-        out.append((idx[t][~contextual], att[t][~contextual]))
+        salient = rec.inner.salient[t]
+        anchors = rec.input_keep[idx[t]] & ~salient
+        out.append((idx[t][~anchors], att[t][~anchors]))
+        rest = x[t][~salient]
+        dist = torch.cdist(rest, rest) / D**0.5
+        rho = torch.exp(-(dist.sort(dim=1).values[:, : rec.inner.k] ** 2).mean(1))
+        n = rest.shape[0]
+        earlier = torch.arange(n)[None, :] < torch.arange(n)[:, None]
+        denser = (rho[None, :] > rho[:, None]) | ((rho[None, :] == rho[:, None]) & earlier)  # [i, j]: j denser than i
+        delta = torch.where(denser, dist, torch.full_like(dist, float("inf"))).min(1).values
+        delta = torch.where(torch.isinf(delta), dist.max(), delta)
+        out.append((idx[t][~salient], rho * delta))
     return out

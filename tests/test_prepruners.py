@@ -1,5 +1,6 @@
-"""The pre-LLM pruners against their definitions on hand-computed cases (EVS, VidCom2, FastVID)
-and the shared budget helpers; each then through the real engine (tests/test_all_methods.py)."""
+"""The pre-LLM pruners against their definitions on hand-computed cases (EVS, VidCom2; FastVID
+in tests/test_fastvid.py) and the shared budget helpers; each then through the real engine
+(tests/test_all_methods.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from retake.engine import Engine, EngineConfig
 from retake.methods import get_method
 from retake.methods.allocation import capped_counts, fit_grid, input_budget, keep_grid_tokens
 from retake.methods.evs import evs_mask
-from retake.methods.fastvid import density_scores, dyseg, frame_attention
 from retake.methods.vidcom2 import frame_budgets, gaussian_similarity
 from tests_helpers import plan_of
 
@@ -86,69 +86,13 @@ def test_vidcom2_gaussian_similarity_by_hand():
     assert g[1] == pytest.approx(sum(math.exp(-1 / (2 * 2.0**k)) for k in range(-3, 2)))
 
 
-# -- FastVID --------------------------------------------------------------------------------
-
-def test_fastvid_dyseg_cuts_at_the_lowest_similarities_and_below_tau():
-    f = torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.0, 1.0], [0.7, 0.7], [0.7, 0.71]])
-    # similarities: ~1, 0.01, 1, 0.707, ~1 -> c = 2 cuts after frame 1 (the lowest); tau 0.8 also after frame 3
-    assert dyseg(f, c=2, tau=0.8) == [2, 2, 2]
-    assert dyseg(f, c=2, tau=0.5) == [2, 4]
-    assert dyseg(f, c=1, tau=-1.0) == [6]
-    assert dyseg(f[:1], c=8, tau=0.9) == [1]
-
-
-def test_fastvid_density_scores_by_hand():
-    """Three tokens in one frame, 1-D: 0, 0.1, 5 (D = 1, k = 2). Densities exp(-mean of the 2
-    smallest squared distances): 0 and 0.1 share exp(-0.005); 5 has exp(-(4.9^2)/2). The densest
-    (the lower index of the tie) gets the largest distance; the others their distance to it."""
-    x = torch.tensor([[[0.0], [0.1], [5.0]]])
-    s = density_scores(x, k=2)[0]
-    rho = [math.exp(-(0.1**2) / 2), math.exp(-(0.1**2) / 2), math.exp(-(4.9**2) / 2)]
-    assert s.tolist() == pytest.approx([5.0 * rho[0], 0.1 * rho[1], 4.9 * rho[2]], rel=1e-5)
-
-
-def test_fastvid_salient_are_the_frame_attention_top_and_merges_weigh_the_anchor():
-    plan = plan_of(steps=8, per_step=6, r=0.5, hidden=8, steps_per_chunk=4)
-    m = get_method("fastvid", d=0.4, dtm_p=4, dyseg_c=1, dyseg_tau=-1.0)  # one segment
-    m.begin(plan)
-    idx = plan.grid_index()
-    x = plan.features[idx]
-    att = frame_attention(x)
-    retained = 3  # round(24 / 8)
-    salient = int(0.4 * retained)
-    for t in range(8):
-        assert set(torch.nonzero(m.salient[t]).flatten().tolist()) == set(att[t].topk(salient).indices.tolist())
-    # anchor frames 0 and 4 share the segment's 8 x 2 contextual tokens: 8 each, capped at the 5 candidates
-    fed = plan.input_keep[idx]  # [T, P]
-    assert fed[[0, 4]].sum(1).tolist() == [salient + 5, salient + 5]
-    assert fed[[1, 2, 3, 5, 6, 7]].sum() == 6 * salient  # other frames: their salient tokens only
-    index, embeds = plan.input_updates
-    assert len(index) == int(fed[[0, 4]].sum()) - 2 * salient
-    assert int(fed.sum()) <= input_budget(plan)
-    assert torch.isfinite(embeds).all() and not torch.equal(embeds, plan.features[index])  # merged, not copied
-
-
-def test_fastvid_merge_formula_on_a_hand_case():
-    """One segment of 2 frames, 2 candidates each, one anchor frame, 2 contextual tokens:
-    tokens (1,0) (0,1) in frame 0, (1,0.1) (0.1,1) in frame 1; anchors are frame 0's two tokens;
-    each joins its own direction: merged = 0.6 x anchor + 0.4 x mean(joined)."""
-    m = get_method("fastvid", d=0.0, dtm_p=2, dyseg_c=1, dyseg_tau=-1.0, k=1)
-    x = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.1], [0.1, 1.0]]])
-    m.segments = [2]
-    keep = torch.zeros(2, 2, dtype=torch.bool)
-    anchors, merged = m._merge(x, ~keep, 2, keep)
-    assert sorted(anchors) == [(0, 0), (0, 1)]
-    by = dict(zip(anchors, merged))
-    assert torch.allclose(by[(0, 0)], 0.6 * x[0, 0] + 0.4 * (x[0, 0] + x[1, 0]) / 2)
-    assert torch.allclose(by[(0, 1)], 0.6 * x[0, 1] + 0.4 * (x[0, 1] + x[1, 1]) / 2)
-
-
 @pytest.mark.parametrize("name", ["vidcom2", "fastvid", "evs", "random"])
 def test_a_budget_under_one_token_per_frame_is_still_spent(name):
     """32 frames of 4 tokens at r = 0.05: 6 tokens for 32 frames. VidCom2's per-frame rounding
     alone would keep none (each frame's share rounds to 0) and FastVID's per-frame count would be
-    0; both spend the budget (the most unique frames / the segments' anchors get the tokens)."""
+    0 (its authors' code keeps nothing); both spend the budget (the most unique frames / the
+    segments' anchor frames get the tokens)."""
     plan = plan_of(steps=32, per_step=4, r=0.05, hidden=8, steps_per_chunk=8)
     get_method(name).begin(plan)
     kept = int(plan.input_keep.sum())
-    assert kept == input_budget(plan) == 6 or (name == "fastvid" and 0 < kept <= 6)
+    assert kept == input_budget(plan) == 6
