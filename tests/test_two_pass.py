@@ -84,3 +84,21 @@ def test_strided_groups_cover_the_video_once():
     strided = step_groups(plan, 4, strided=True)
     assert strided[1].tokens.tolist() == [3, 4, 5, 12, 13, 14, 21, 22, 23]  # steps 1, 4, 7
     assert step_groups(plan, 4)[2].tokens.tolist() == list(range(24, 30))  # steps 8, 9
+
+
+def test_flexselect_groups_are_64_grid_steps_on_every_family():
+    """The authors' ``compress_vision_embeddings`` groups at most 64 of their "frames", each one
+    grid step's tokens (``tokens_per_frame = h w / 4`` on Qwen2.5-VL): 64 steps whether a step is
+    two frames (Qwen) or one (LLaVA-OneVision). ``group_frames`` given: frames, so steps differ."""
+    from tests_helpers import plan_of
+
+    plan = plan_of(steps=130, per_step=1)
+    m = get_method("flexselect")
+    for frames_per_step, groups_of_32_frames in ((2, 9), (1, 5)):
+        plan.frames_per_step = frames_per_step
+        groups = m.scoring_groups(plan)
+        assert len(groups) == 3 and [g.num_tokens for g in groups] == [44, 43, 43]  # ceil(130 / 64), strided
+        assert groups[0].tokens[:3].tolist() == [0, 3, 6]
+        assert len(get_method("flexselect", group_frames=32).scoring_groups(plan)) == groups_of_32_frames
+    with pytest.raises(ValueError):
+        get_method("flexselect", group_frames=0)

@@ -11,8 +11,10 @@ Two passes (``Method.scoring_pass``):
    over the prefix, the group and the causal guide, as the model computes it) and a group token
    j scores ``s_j = max_{h, i in guide} A[h, i, j]`` (``aggregate: max``, the authors'
    ``token_selection``) or the mean over heads and guide queries (``aggregate: mean``);
-   groups (``group_frames`` frames each, FlexSelect's 64 grid steps = 128 Qwen frames) are
-   **strided**: group g holds grid steps g, g + G, g + 2G, ..., so each spans the whole video;
+   groups (by default 64 grid steps each, the authors' ``max_frames_per_group`` on every family,
+   whose "frame" is one grid step's tokens: 128 Qwen frames, 64 LLaVA ones; else
+   ``group_frames`` frames) are **strided**: group g holds grid steps g, g + G, g + 2G, ..., so
+   each spans the whole video;
    each group keeps its top ``k_g`` by s, ``k_g`` the budget ``round(r * N_v)`` shared by
    group size (FlexSelect: ``budget / G`` per group);
 2. answering: the kept tokens alone are fed (``plan.input_keep``) at their own positions,
@@ -30,6 +32,7 @@ from .allocation import capped_counts, fit_grid, input_attention_blocks
 from .base import ChunkSpan, LayerView, Method, ScoringGroup, VideoPlan, step_groups, topk_sorted
 
 AGGREGATES = ("max", "mean")
+GROUP_STEPS = 64  # the authors' max_frames_per_group, in frames of tokens_per_frame = one grid step's tokens
 
 
 def reference_scores(view: LayerView, aggregate: str, block: int = 64) -> torch.Tensor:
@@ -59,14 +62,15 @@ def default_reference_layer(num_layers: int) -> int:
 class FlexSelect(Method):
     """reference_layer: 0-based layer whose attention ranks the tokens (-1: floor(0.72 L)).
     aggregate: max (the authors' default) or mean over heads and guide queries.
-    group_frames: frames per scoring group (128: FlexSelect's 64 Qwen grid steps).
+    group_frames: frames per scoring group (-1: 64 grid steps, the authors' groups on every family:
+    128 Qwen frames, 64 LLaVA frames).
     strided: groups of every G-th grid step (FlexSelect) instead of consecutive steps."""
 
     name = "flexselect"
     scoring_pass = True
     reference_layer: int = -1
     aggregate: str = "max"
-    group_frames: int = 128
+    group_frames: int = -1
     strided: bool = True
 
     def __post_init__(self):
@@ -74,8 +78,8 @@ class FlexSelect(Method):
             raise ValueError(f"reference_layer must be >= 0, or -1 for floor(0.72 L), got {self.reference_layer}")
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"unknown aggregate {self.aggregate!r}; valid choices: {', '.join(AGGREGATES)}")
-        if self.group_frames < 1:
-            raise ValueError(f"group_frames must be >= 1, got {self.group_frames}")
+        if self.group_frames < 1 and self.group_frames != -1:
+            raise ValueError(f"group_frames must be >= 1, or -1 for {GROUP_STEPS} grid steps, got {self.group_frames}")
 
     def begin(self, plan: VideoPlan) -> None:
         super().begin(plan)
@@ -89,7 +93,12 @@ class FlexSelect(Method):
         self.scores: dict[int, torch.Tensor] = {}
 
     def scoring_groups(self, plan: VideoPlan) -> list[ScoringGroup]:
-        return step_groups(plan, max(1, self.group_frames // plan.frames_per_step), strided=self.strided)
+        return step_groups(plan, self.steps_per_group(plan), strided=self.strided)
+
+    def steps_per_group(self, plan: VideoPlan) -> int:
+        if self.group_frames == -1:
+            return GROUP_STEPS
+        return max(1, self.group_frames // plan.frames_per_step)
 
     def scoring_layers(self, num_layers: int) -> int:
         return self.layer + 1
