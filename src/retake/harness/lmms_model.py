@@ -11,10 +11,12 @@ is :func:`manifests`; ``retake.harness.runner`` passes an instance to ``simple_e
   ``max_new_tokens`` is honoured, ``temperature`` / ``do_sample`` / ``until`` are not.
 - A failed sample (missing or corrupt video, ``sys.exit`` in a task's ``doc_to_visual``, any
   exception) is recorded with its error and answered ``""``; the run goes on.
-- ``predictions=PREFIX``: each finished sample is appended (flushed, one JSON line) to
-  ``PREFIX.rank<r>.jsonl``, keyed by ``(task, doc_id, uid)``; on start every
+- ``predictions=PREFIX``: each finished sample is appended (fsynced, one JSON line, whole or
+  not at all) to ``PREFIX.rank<r>.jsonl``, keyed by ``(task, doc_id, uid)``; on start every
   ``PREFIX.rank*.jsonl`` is read and requests found there are answered from it, so a killed run
-  resumes without duplicates even with a different number of processes.
+  resumes without duplicates even with a different number of processes. Before the first
+  append the file's end is repaired (:func:`repair_tail`): a whole last record missing its
+  newline is kept, anything else there is set aside in ``<file>.corrupt`` with a warning.
 - Sharding is lmms-eval's (strided over ``RANK`` / ``WORLD_SIZE``); the device is
   ``cuda:LOCAL_RANK`` when CUDA is there, else CPU.
 - Input pipeline (``retake.pipeline``): a process answers its requests grouped by video (in
@@ -51,6 +53,7 @@ from ..engine import EngineConfig
 from ..methods import get_method
 from ..models import load_adapter
 from ..pipeline import Prefetcher, SamplingConfig, StateReuse, VideoReuse, answer_question, video_key
+from .files import append_bytes, writing
 from .schema import default
 
 MODEL_NAME = "retake"
@@ -217,36 +220,87 @@ def request_key(task: str, doc_id: int, uid: str | None) -> tuple:
     return (str(task), int(doc_id), None if uid is None else str(uid))
 
 
+def _record(line: bytes) -> dict | None:
+    """A predictions line as its record, or None when it is no whole record (cut short by a
+    kill, garbage, not UTF-8)."""
+    try:
+        rec = json.loads(line.decode("utf-8"))
+        request_key(rec["task"], rec["doc_id"], rec.get("uid"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return rec
+
+
 def read_predictions(prefix: str) -> dict[tuple, dict]:
     """All per-sample lines of all rank files of ``prefix``, keyed by :func:`request_key`.
-    A line cut short by a killed process is skipped. If two lines share a key (a failed sample
-    answered again with ``retry_failed``), an answer wins over a failure, and of two failures
-    the later; of two answers the first."""
+    A line that is no whole record (cut short by a killed process, garbage, not UTF-8) is
+    skipped; a whole last record without its newline counts. If two lines share a key (a
+    failed sample answered again with ``retry_failed``), an answer wins over a failure, and of
+    two failures the later; of two answers the first."""
     out: dict[tuple, dict] = {}
     for path in rank_files(prefix):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                    key = request_key(rec["task"], rec["doc_id"], rec.get("uid"))
-                except (ValueError, KeyError, TypeError):
-                    continue
-                old = out.get(key)
-                if old is None or old.get("error") is not None:
-                    out[key] = rec
+        with open(path, "rb") as f:
+            data = f.read()
+        for line in data.split(b"\n"):
+            rec = _record(line) if line.strip() else None
+            if rec is None:
+                continue
+            key = request_key(rec["task"], rec["doc_id"], rec.get("uid"))
+            old = out.get(key)
+            if old is None or old.get("error") is not None:
+                out[key] = rec
     return out
 
 
+def repair_tail(path: str) -> str | None:
+    """Make the file end with a whole line before anything is appended. A last line without
+    its newline (a kill between the record and ``\\n``) that is a whole record gets the newline:
+    the answer is kept. Anything else there (a line cut short, garbage, bytes that are not
+    UTF-8) is moved to ``<path>.corrupt`` and cut off; the warning to show is returned."""
+    if not os.path.exists(path):
+        return None
+    with writing(path), open(path, "rb+") as f:
+        data = f.read()
+        end = data.rfind(b"\n") + 1
+        tail = data[end:]
+        if not tail:
+            return None
+        if _record(tail) is not None:
+            f.write(b"\n")  # (at the end: the whole file was read)
+            f.flush()
+            os.fsync(f.fileno())
+            return None
+        corrupt = f"{path}.corrupt"
+        with writing(corrupt), open(corrupt, "ab") as c:
+            c.write(tail + b"\n")
+            c.flush()
+            os.fsync(c.fileno())
+        f.truncate(end)
+        f.flush()
+        os.fsync(f.fileno())
+    kind = "not UTF-8" if not _is_utf8(tail) else "not a whole record"
+    kept = data[:end].count(b"\n")
+    return f"{path}: its last line ({len(tail)} bytes, {kind}) was set aside in {corrupt}; the {kept} lines before it are kept"
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def open_for_append(path: str):
-    """Open ``path`` for appending, first cutting a partial last line (a kill mid-write)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if os.path.exists(path):
-        with open(path, "rb+") as f:
-            data = f.read()
-            end = data.rfind(b"\n") + 1
-            if end != len(data):
-                f.truncate(end)
-    return open(path, "a", encoding="utf-8")
+    """Open ``path`` for appending text lines, first repairing its end (:func:`repair_tail`;
+    a warning says what was set aside)."""
+    with writing(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    warning = repair_tail(path)
+    if warning:
+        log.warning(warning)
+    with writing(path):
+        return open(path, "a", encoding="utf-8")
 
 
 def video_of(doc_to_visual: Callable, doc) -> str:
@@ -386,8 +440,6 @@ class RetakeLMM(lmms):
     def clean(self) -> None:
         """lmms-eval calls this after generation and deletes nn.Module attributes; the model is
         kept (the runner may evaluate again), only caches are freed."""
-        if self._out is not None:
-            self._out.flush()
         gc.collect()
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
@@ -443,15 +495,18 @@ class RetakeLMM(lmms):
         return replace(self.engine, max_new_tokens=int(n)) if n is not None else self.engine
 
     def _save(self, key: tuple, record: dict) -> None:
+        """Append the record's line to this rank's file, whole or not at all (a failed write
+        cuts the file back and raises :class:`~retake.harness.files.WriteError`)."""
         self._done[key] = record
         self._answered.add(key)
         if not self.prefix:
             return
+        path = rank_file(self.prefix, self.rank)
         if self._out is None:
-            self._out = open_for_append(rank_file(self.prefix, self.rank))
-        self._out.write(json.dumps(record, default=str) + "\n")
-        self._out.flush()
-        os.fsync(self._out.fileno())
+            open_for_append(path).close()  # the end repaired
+            with writing(path):
+                self._out = open(path, "ab", buffering=0)
+        append_bytes(self._out.fileno(), path, (json.dumps(record, default=str) + "\n").encode("utf-8"))
 
 
 def manifests():

@@ -93,15 +93,15 @@ def _spec(dataset_name: str):
 
 
 def _write(path: str, text: str) -> None:
-    """Write atomically, and not at all when unchanged (keeps the datasets cache valid)."""
+    """Write atomically (no temporary left on a failure: ``files.WriteError``), and not at all
+    when unchanged (keeps the datasets cache valid)."""
+    from .files import write_atomic
+
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            if f.read() == text:
+        with open(path, "rb") as f:
+            if f.read() == text.encode("utf-8"):
                 return
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def write_task(dataset_name: str, samples: list[Sample], out_dir: str | os.PathLike, limit: int | None = None,
