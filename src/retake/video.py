@@ -12,7 +12,10 @@ the sample as failed and go on.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import stat
 import threading
 from dataclasses import dataclass, field
 
@@ -130,31 +133,68 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int], batch: int = 64, 
 
 
 def check_video_file(path: str | os.PathLike) -> None:
-    """Raise :class:`VideoDecodeError` for a path that cannot be a video file (missing, a
-    directory, empty), before anything is decoded or loaded."""
+    """Raise :class:`VideoDecodeError` for a path that cannot be a video file (a URL, missing, a
+    broken symlink or a symlink loop, a directory, empty, unreadable), before anything is
+    decoded or loaded."""
     _check_file(os.fspath(path))
 
 
+def probe_video(path: str | os.PathLike, backend: str = "pyav") -> None:
+    """:func:`check_video_file`, then open the container and find a video stream (no frame is
+    decoded): a file that is no video fails here, in milliseconds, before a model loads."""
+    path = os.fspath(path)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown video backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
+    _check_file(path)
+    if backend == "decord":
+        _read_decord_header(path)
+        return
+    container, _ = _open_pyav(path, 0)
+    container.close()
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def _check_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise VideoDecodeError(path, "file not found")
-    if os.path.isdir(path):
+    if _URL.match(path):
+        raise VideoDecodeError(path, "a URL: URLs are not read; download the file first and give its path")
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise VideoDecodeError(path, "a symlink loop (the links point at each other)") from None
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            raise VideoDecodeError(path, f"a broken symlink (to {os.readlink(path)!r}, which does not exist)") from None
+        if e.errno == errno.ENOENT:
+            raise VideoDecodeError(path, "file not found") from None
+        raise VideoDecodeError(path, f"cannot open it ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
         raise VideoDecodeError(path, "is a directory, not a video file")
-    if os.path.getsize(path) == 0:
+    if st.st_size == 0:
         raise VideoDecodeError(path, "empty file (0 bytes)")
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise VideoDecodeError(path, f"unreadable ({e.strerror})") from None
 
 
-def _read_decord(path: str, fps: float, max_frames: int, num_threads: int):
+def _read_decord_header(path: str, num_threads: int = 0):
+    """decord's reader of ``path``, its frame count and frame rate."""
     try:
         import decord
     except ImportError as e:  # pragma: no cover - depends on the platform
         raise VideoDecodeError(path, f"decord is not installed ({e}); use backend='pyav'") from e
     try:
         vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
-        total = len(vr)
-        video_fps = float(vr.get_avg_fps())
+        return vr, len(vr), float(vr.get_avg_fps())
     except Exception as e:  # decord raises its own DECORDError
         raise VideoDecodeError(path, f"undecodable ({type(e).__name__}: {e})") from e
+
+
+def _read_decord(path: str, fps: float, max_frames: int, num_threads: int):
+    vr, total, video_fps = _read_decord_header(path, num_threads)
     if total < 1 or not video_fps > 0:
         raise VideoDecodeError(path, f"no decodable frames (frames={total}, fps={video_fps})")
     n = num_sample_frames(total, video_fps, fps, max_frames)

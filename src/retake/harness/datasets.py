@@ -119,23 +119,33 @@ def _require(path: str, dataset: str, data_root: str) -> str:
     return path
 
 
+def read_text(path: str, encoding: str = "utf-8") -> str:
+    """A text file's content; bytes that are not ``encoding`` fail naming the file, line and byte."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                         "save the file as UTF-8") from None
+
+
 def read_json(path: str):
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
 def read_jsonl(path: str) -> list:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{i}: not valid JSON ({e})") from e
+    for i, line in enumerate(read_text(path).split("\n"), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: not valid JSON ({e})") from None
     return rows
 
 
@@ -150,6 +160,25 @@ def _field(row: dict, key: str, where: str):
     if key not in row or row[key] is None:
         raise ValueError(f"{where}: missing field {key!r} (fields present: {sorted(row)})")
     return row[key]
+
+
+def _options(options: list, where: str) -> list:
+    """The option list of a question, checked before its answer letter is read."""
+    if not 2 <= len(options) <= len(LETTERS):
+        raise ValueError(f"{where}: {len(options)} options ({options}); a question needs 2..{len(LETTERS)}")
+    return options
+
+
+def unique(samples: list[Sample], wheres: list[str]) -> list[Sample]:
+    """``samples`` if their uids (the questions' ids) are unique; else ValueError naming the
+    rows of the first duplicate. ``wheres[i]``: the file and row of ``samples[i]``."""
+    first: dict[str, str] = {}
+    for s, where in zip(samples, wheres):
+        if s.uid in first:
+            raise ValueError(f"{where}: question id {s.uid!r} is used twice (first at {first[s.uid]}); "
+                             "every question needs its own id (its answer is saved under it)")
+        first[s.uid] = where
+    return samples
 
 
 def _letter(answer, n_options: int, where: str) -> str:
@@ -211,7 +240,7 @@ def read_table(path: str) -> list[dict]:
 def videomme_sample(row: dict, data_root: str, where: str = "videomme") -> Sample:
     qid = str(_field(row, "question_id", where))
     where = f"{where} question_id {qid}"
-    options = strip_option_letters(list(_field(row, "options", where)), where)
+    options = _options(strip_option_letters(list(_field(row, "options", where)), where), where)
     duration = _field(row, "duration", where)
     if duration not in scoring.VIDEOMME_DURATIONS:
         raise ValueError(f"{where}: duration {duration!r} is not one of {scoring.VIDEOMME_DURATIONS}")
@@ -235,7 +264,8 @@ def videomme_sample(row: dict, data_root: str, where: str = "videomme") -> Sampl
 def load_videomme(data_root: str, durations: tuple[str, ...] = scoring.VIDEOMME_DURATIONS) -> list[Sample]:
     """All VideoMME questions (2,700), or those of the given durations."""
     path, rows = read_videomme_rows(data_root)
-    samples = [videomme_sample(r, data_root, f"{path} row {i}") for i, r in enumerate(rows)]
+    wheres = [f"{path} row {i}" for i in range(len(rows))]
+    samples = unique([videomme_sample(r, data_root, w) for r, w in zip(rows, wheres)], wheres)
     return [s for s in samples if s.meta["duration"] in durations]
 
 
@@ -246,7 +276,7 @@ def mlvu_dev_file(k: int, qtype: str) -> str:
 
 
 def mlvu_sample(row: dict, uid: str, video: str, qtype: str, where: str, with_answer: bool = True) -> Sample:
-    candidates = [str(c) for c in _field(row, "candidates", where)]
+    candidates = _options([str(c) for c in _field(row, "candidates", where)], where)
     answer = None
     if with_answer:
         text = str(_field(row, "answer", where))
@@ -279,13 +309,14 @@ def load_mlvu_dev(data_root: str) -> list[Sample]:
 def load_mlvu_test(data_root: str) -> list[Sample]:
     """MLVU test (test_question.json + video/): multiple-choice questions without answers."""
     path = _require(os.path.join(data_root, "test_question.json"), "mlvu_test", data_root)
-    samples = []
+    samples, wheres = [], []
     for i, row in enumerate(_rows(path)):
         where = f"{path} row {i}"
         uid = str(_field(row, "question_id", where))
         video = _abs(data_root, f"video/{_field(row, 'video', where)}")
         samples.append(mlvu_sample(row, uid, video, str(_field(row, "question_type", where)), where, with_answer=False))
-    return samples
+        wheres.append(where)
+    return unique(samples, wheres)
 
 
 def export_mlvu_test_submission(records: list[dict], path: str) -> int:
@@ -317,10 +348,12 @@ _TAG = re.compile(r"<[^>]+>")
 def subtitle_lines(path: str) -> list[str]:
     """The text lines of a subtitle file, in file order: a JSON list of ``{start, end, line}``
     or ``{timestamp, text}`` items (LongVideoBench), or SRT (blocks of index, time, text)."""
-    with open(path, encoding="utf-8-sig") as f:
-        content = f.read()
+    content = read_text(path, "utf-8-sig")
     if content.lstrip().startswith("["):
-        items = json.loads(content)
+        try:
+            items = json.loads(content)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
         lines = []
         for i, item in enumerate(items):
             text = item.get("line", item.get("text")) if isinstance(item, dict) else None
@@ -353,7 +386,7 @@ def lvb_options(row: dict, where: str) -> list[str]:
 def lvb_sample(row: dict, data_root: str, where: str, subtitles: str | None) -> Sample:
     uid = str(_field(row, "id", where))
     where = f"{where} id {uid}"
-    options = lvb_options(row, where)
+    options = _options(lvb_options(row, where), where)
     choice = int(_field(row, "correct_choice", where))
     if not 0 <= choice < len(options):
         raise ValueError(f"{where}: correct_choice {choice} is out of range for {len(options)} options")
@@ -381,7 +414,7 @@ def load_longvideobench_val(data_root: str) -> list[Sample]:
     script reports them)."""
     path = _require(os.path.join(data_root, "lvb_val.json"), "longvideobench_val", data_root)
     cache: dict[str, str | None] = {}  # many questions share a video's subtitle file
-    samples = []
+    samples, wheres = [], []
     for i, row in enumerate(_rows(path)):
         sub = row.get("subtitle_path")
         sub_path = _abs(data_root, f"subtitles/{sub}") if sub else None
@@ -392,7 +425,8 @@ def load_longvideobench_val(data_root: str) -> list[Sample]:
         if not present:
             sample.meta["subtitles_missing"] = True
         samples.append(sample)
-    return samples
+        wheres.append(f"{path} row {i}")
+    return unique(samples, wheres)
 
 
 # ---------------------------------------------------------------- LVBench
@@ -461,10 +495,12 @@ def lvbench_samples(video: dict, data_root: str, where: str) -> list[Sample]:
 def load_lvbench(data_root: str) -> list[Sample]:
     """LVBench (1,549 questions on 103 videos) from video_info.meta.jsonl."""
     path = _require(os.path.join(data_root, "video_info.meta.jsonl"), "lvbench", data_root)
-    samples = []
+    samples, wheres = [], []
     for i, video in enumerate(read_jsonl(path)):
-        samples += lvbench_samples(video, data_root, f"{path} line {i + 1}")
-    return samples
+        found = lvbench_samples(video, data_root, f"{path} line {i + 1}")
+        samples += found
+        wheres += [f"{path} line {i + 1} uid {s.uid}" for s in found]
+    return unique(samples, wheres)
 
 
 # ---------------------------------------------------------------- synthetic
@@ -472,15 +508,16 @@ def load_lvbench(data_root: str) -> list[Sample]:
 def load_synthetic(data_root: str, dataset: str = "synthetic") -> list[Sample]:
     """Our own format: samples.jsonl of ``Sample.to_dict()`` lines, videos relative to data_root."""
     path = _require(os.path.join(data_root, "samples.jsonl"), dataset, data_root)
-    samples = []
+    samples, wheres = [], []
     for i, d in enumerate(read_jsonl(path)):
         try:
             s = Sample.from_dict(d)
-        except TypeError as e:
-            raise ValueError(f"{path} line {i + 1}: not a Sample ({e})") from None
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path} line {i + 1}: not a valid sample ({e})") from None
         s.video = _abs(data_root, s.video)
         samples.append(s)
-    return samples
+        wheres.append(f"{path} line {i + 1}")
+    return unique(samples, wheres)
 
 
 # ---------------------------------------------------------------- generated benchmarks
