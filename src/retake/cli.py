@@ -55,10 +55,10 @@ def _ask(args) -> int:
     from .methods import get_method
     from .models import load_adapter
     from .pipeline import SamplingConfig, answer_question
-    from .video import VideoDecodeError, check_video_file
+    from .video import VideoDecodeError, probe_video
 
     try:
-        check_video_file(args.video)  # before the model loads
+        probe_video(args.video, args.backend)  # a URL, a missing or unreadable file: now, before the model loads
         options = read_options(args.options)
         question = args.question
         sample = None
@@ -81,9 +81,6 @@ def _ask(args) -> int:
     except (ValueError, VideoDecodeError) as e:
         print(f"retake ask: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("retake ask: interrupted", file=sys.stderr)
-        return 130
     if sample is not None:
         result["prompt"] = question
         result["parsed"] = parse_answer(result["answer"], sample.letters, sample.options)
@@ -141,8 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    """Ctrl-C / SIGTERM at any moment, imports included, end with one line and 130 / 143."""
+    import signal
+
+    from .harness.interrupts import sigterm_as_interrupt
+
+    try:
+        with sigterm_as_interrupt():
+            args = build_parser().parse_args(argv)
+            return args.func(args)
+    except KeyboardInterrupt as e:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while exiting
+        print("retake: interrupted", file=sys.stderr)
+        return 128 + int(getattr(e, "signum", signal.SIGINT))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,16 @@
 
 1. derives the cell directory from the config (:func:`cell_dir`) and returns the stored
    metrics if ``metrics.json`` is there (unless ``run.overwrite``);
-2. builds the lmms-eval model :class:`~retake.harness.lmms_model.RetakeLMM` (per-rank
+2. before any data or model is read: checks that the folder takes a write, and rank 0 takes
+   the cell's lock (:class:`~retake.harness.files.CellLock`: a second run of the cell waits or,
+   with ``run.on_busy=exit``, stops), removes a killed write's temporaries and repairs the rank
+   files' ends; the data is loaded and checked, and the budget checked against the prompts
+   with the tokenizer alone (:mod:`retake.harness.preflight`);
+3. builds the lmms-eval model :class:`~retake.harness.lmms_model.RetakeLMM` (per-rank
    predictions files in the cell directory, so a killed run resumes);
-3. rank 0 writes ``config.yaml`` and the task folder (``task/``, :func:`tasks.write_task`);
-4. runs ``lmms_eval.evaluator.simple_evaluate`` on it (sharded over ``RANK``/``WORLD_SIZE``);
-5. rank 0 merges the rank files into ``predictions.jsonl`` (one line per sample, sorted by
+4. rank 0 writes ``config.yaml`` and the task folder (``task/``, :func:`tasks.write_task`);
+5. runs ``lmms_eval.evaluator.simple_evaluate`` on it (sharded over ``RANK``/``WORLD_SIZE``);
+6. rank 0 merges the rank files into ``predictions.jsonl`` (one line per sample, sorted by
    uid), scores them with the dataset's ``score()``, checks the result against lmms-eval's
    aggregate, and writes ``metrics.json`` last (its presence marks the cell done).
 
@@ -33,6 +38,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -43,6 +49,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from . import tasks
+from .files import CellLock, WriteError, check_writable, is_write_error, write_atomic, writing
 from .interrupts import CellInterrupted, sigterm_as_interrupt
 
 SECTIONS = ("model", "method", "dataset", "sampling", "engine", "run")
@@ -178,7 +185,12 @@ def check_same_cell(cfg: DictConfig, directory: str) -> None:
     path = os.path.join(directory, "config.yaml")
     if not os.path.exists(path):
         return
-    old, new = identity(resolve_config(OmegaConf.load(path), strict=False)), identity(cfg)
+    try:
+        stored = OmegaConf.load(path)
+    except Exception as e:  # noqa: BLE001 - garbage, not UTF-8, not YAML: say which file
+        raise ValueError(f"{path}: unreadable ({type(e).__name__}: {' '.join(str(e).split())[:200]}); delete it, "
+                         "or set run.overwrite=true to start the cell afresh") from None
+    old, new = identity(resolve_config(stored, strict=False)), identity(cfg)
     if old != new:
         diff = [k for k in new if old.get(k) != new[k]]
         raise ValueError(
@@ -189,18 +201,12 @@ def check_same_cell(cfg: DictConfig, directory: str) -> None:
 
 # -- files ----------------------------------------------------------------------------------
 
-def write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def read_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable ({e}); delete it, or set run.overwrite=true to start the cell afresh") from None
 
 
 def clear_cell(directory: str) -> None:
@@ -210,7 +216,28 @@ def clear_cell(directory: str) -> None:
     for path in [os.path.join(directory, n) for n in ("metrics.json", f"{PREDICTIONS}.jsonl")] + rank_files(
             os.path.join(directory, PREDICTIONS)):
         if os.path.exists(path):
-            os.remove(path)
+            with writing(path):
+                os.remove(path)
+
+
+# what write_atomic leaves if its process is killed mid-write (it removes its own on any error)
+_TEMPORARY = re.compile(r"^((config\.yaml|metrics\.json|predictions\.jsonl)\.tmp|\.write_check\.)\d+$")
+
+
+def tidy_cell(directory: str, log=print) -> None:
+    """Rank 0, holding the cell's lock: remove the temporaries of a killed write, and repair the
+    end of every rank file (a whole last record gets its newline; anything else is set aside in
+    ``<file>.corrupt``, with a warning naming the file)."""
+    from .lmms_model import rank_files, repair_tail
+
+    for name in os.listdir(directory):
+        if _TEMPORARY.match(name):
+            with writing(os.path.join(directory, name)):
+                os.remove(os.path.join(directory, name))
+    for path in rank_files(os.path.join(directory, PREDICTIONS)):
+        warning = repair_tail(path)
+        if warning:
+            log(f"WARNING: {warning}")
 
 
 def versions() -> dict:
@@ -269,7 +296,10 @@ def cell_status(metrics: dict) -> str:
 
 def run_cell(cfg: Mapping | DictConfig) -> dict | None:
     """Run (or resume, or skip) one cell; returns its metrics.json content on rank 0, None on
-    the other ranks. Ctrl-C / SIGTERM raise :class:`CellInterrupted` (answers so far are kept)."""
+    the other ranks. Ctrl-C / SIGTERM raise :class:`CellInterrupted` (answers so far are kept);
+    a file that cannot be written raises :class:`~retake.harness.files.WriteError`; another
+    process on the cell is waited for, or (``run.on_busy=exit``) raises
+    :class:`~retake.harness.files.CellBusy`."""
     cfg = resolve_config(cfg)
     directory = os.path.abspath(os.path.join(cfg.run.results_root, cell_name(cfg)))
     state = {"total": None}
@@ -282,43 +312,93 @@ def run_cell(cfg: Mapping | DictConfig) -> dict | None:
                               getattr(e, "signum", signal.SIGINT)) from None
 
 
+def stored_result(cfg: DictConfig, directory: str, rank: int) -> tuple[dict | None, bool]:
+    """(the stored metrics.json of a done cell, to return as it is, or None; whether failed
+    samples are answered again). An incomplete cell is never taken as done."""
+    retry = bool(cfg.run.retry_failed)
+    metrics_path = os.path.join(directory, "metrics.json")
+    if cfg.run.overwrite:
+        return None, retry
+    check_same_cell(cfg, directory)
+    if not os.path.exists(metrics_path):
+        return None, retry
+    stored = read_json(metrics_path)
+    if cell_status(stored) == "done" and not retry:
+        log(rank, f"cell done, skipped: {directory}")
+        return stored, retry
+    failed = len(stored.get("failures", []))
+    why = "run.retry_failed=true" if retry else f"incomplete: {failed} failed samples"
+    log(rank, f"cell {directory}: {why}; answering the {failed} failed samples again")
+    return None, True  # an incomplete cell is never taken as done: its failures are retried
+
+
 def _run_cell(cfg: DictConfig, directory: str, state: dict) -> dict | None:
     rank = int(os.environ.get("RANK", "0"))
-    metrics_path = os.path.join(directory, "metrics.json")
-    retry = bool(cfg.run.retry_failed)
-    if not cfg.run.overwrite:
-        check_same_cell(cfg, directory)
-        if os.path.exists(metrics_path):
-            stored = read_json(metrics_path)
-            status = cell_status(stored)
-            if status == "done" and not retry:
-                log(rank, f"cell done, skipped: {directory}")
-                return stored if rank == 0 else None
-            failed = len(stored.get("failures", []))
-            why = "run.retry_failed=true" if retry else f"incomplete: {failed} failed samples"
-            log(rank, f"cell {directory}: {why}; answering the {failed} failed samples again")
-            retry = True  # an incomplete cell is never taken as done: its failures are retried
+    stored, retry = stored_result(cfg, directory, rank)
+    if stored is not None:
+        return stored if rank == 0 else None
+    # before any data or model is read: the folder takes writes (a read-only, forbidden or full
+    # place fails now, in one line), and rank 0 holds the cell's lock (one run per cell)
+    check_writable(directory)
+    own = rank_file_path(directory, rank)
+    if os.path.exists(own):
+        with writing(own):
+            open(own, "ab").close()
+    lock = None
+    if rank == 0:
+        seen = _mtime(os.path.join(directory, "metrics.json"))
+        lock = CellLock(directory)
+        lock.acquire(wait=cfg.run.on_busy == "wait", log=lambda m: log(rank, m))
+        if _mtime(os.path.join(directory, "metrics.json")) != seen:  # another process finished it meanwhile
+            stored, retry = stored_result(cfg, directory, rank)
+            if stored is not None:
+                lock.release()
+                return stored
+    try:
+        return _run_locked(cfg, directory, state, rank, retry)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def rank_file_path(directory: str, rank: int) -> str:
+    from .lmms_model import rank_file
+
+    return rank_file(os.path.join(directory, PREDICTIONS), rank)
+
+
+def _run_locked(cfg: DictConfig, directory: str, state: dict, rank: int, retry: bool) -> dict | None:
     from .datasets import ensure_data, get_dataset
     from .lmms_model import RetakeLMM, model_args_string
+    from .preflight import check_budget
 
+    if rank == 0:
+        if cfg.run.overwrite:
+            clear_cell(directory)
+        tidy_cell(directory, log=lambda m: log(rank, m))
     spec = get_dataset(cfg.dataset.name)
     ensure_data(spec, cfg.dataset.data_root, log=lambda m: log(rank, m))
     samples = spec.load(cfg.dataset.data_root)  # on every rank: bad data fails everywhere, before the model loads
     state["total"] = len(samples[: cfg.run.limit])
     ensure_model(cfg.model, log=lambda m: log(rank, m))
+    check_budget(cfg, samples[: cfg.run.limit], log=lambda m: log(rank, m))  # the tokenizer only, no weights
     guide = cfg.engine.max_guide_tokens if cfg.engine.max_guide_tokens is not None else spec.max_guide_tokens
     args = model_args(cfg, guide, os.path.join(directory, PREDICTIONS))
     args["retry_failed"] = retry
     lm = RetakeLMM(**args)  # every rank; sets up the process group when WORLD_SIZE > 1
     task_dir = os.path.join(directory, "task")
     if rank == 0:
-        os.makedirs(directory, exist_ok=True)
-        if cfg.run.overwrite:
-            clear_cell(directory)
         write_atomic(os.path.join(directory, "config.yaml"), OmegaConf.to_yaml(cfg))
-        tasks.write_task(cfg.dataset.name, samples, task_dir, limit=cfg.run.limit,
-                         max_new_tokens=cfg.engine.max_new_tokens)
+        with writing(task_dir):
+            tasks.write_task(cfg.dataset.name, samples, task_dir, limit=cfg.run.limit,
+                             max_new_tokens=cfg.engine.max_new_tokens)
         log(rank, f"cell {directory}: {state['total']} samples, {lm.world_size} process(es)")
     barrier(lm)  # the others read the task folder and the (cleared) predictions files after this
     task = tasks.task_name(cfg.dataset.name)
@@ -353,23 +433,52 @@ def barrier(lm) -> None:
 
 
 def evaluate(lm, task: str, task_dir: str, cfg: DictConfig, model_args_str: str) -> dict | None:
-    """lmms-eval's evaluator on our task: results on rank 0, None elsewhere."""
+    """lmms-eval's evaluator on our task: results on rank 0, None elsewhere. A write that fails
+    inside it (the task's datasets cache, a predictions line) is one :class:`WriteError`."""
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
-    return simple_evaluate(
-        model=lm,
-        model_args=model_args_str,  # a string (0.7.3); only recorded, since model is an instance
-        tasks=[task],
-        task_manager=TaskManager("WARNING", include_path=[task_dir], include_defaults=False),
-        limit=cfg.run.limit,
-        # max_new_tokens is in the task file (write_task): gen_kwargs would override it, with a warning per cell
-        bootstrap_iters=0,  # the aggregate is a whole-dataset score; no stderr resampling
-        log_samples=False,
-        process_docs_parallel=1,
-        verbosity="WARNING",
-        datetime_str=datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S_%f"),  # the default is frozen at import
-    )
+    try:
+        return simple_evaluate(
+            model=lm,
+            model_args=model_args_str,  # a string (0.7.3); only recorded, since model is an instance
+            tasks=[task],
+            task_manager=TaskManager("WARNING", include_path=[task_dir], include_defaults=False),
+            limit=cfg.run.limit,
+            # max_new_tokens is in the task file (write_task): gen_kwargs would override it, with a warning per cell
+            bootstrap_iters=0,  # the aggregate is a whole-dataset score; no stderr resampling
+            log_samples=False,
+            process_docs_parallel=1,
+            verbosity="WARNING",
+            datetime_str=datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S_%f"),  # the default is frozen at import
+        )
+    except WriteError:
+        raise
+    except Exception as e:
+        cause = _os_cause(e)
+        if cause is None:
+            raise
+        # lmms-eval retried and wrapped it (tenacity's RetryError): say the first cause
+        raise WriteError.from_os(os.path.join(task_dir, "hf_datasets_cache"), cause) from None
+
+
+def _os_cause(error: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``error`` (itself, its causes, or a retry's last attempt) that
+    refuses a write or reports no room, or None."""
+    seen = set()
+    todo = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if is_write_error(e) or (isinstance(e, OSError) and "disk space" in str(e).lower()):
+            return e
+        attempt = getattr(e, "last_attempt", None)  # tenacity.RetryError
+        if attempt is not None and hasattr(attempt, "exception"):
+            todo.append(attempt.exception())
+        todo += [e.__cause__, e.__context__]
+    return None
 
 
 def merge_predictions(prefix: str, task: str, samples: list) -> list[dict]:
@@ -523,17 +632,22 @@ def log(rank: int, message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retake.harness.runner", description="Run one evaluation cell.")
-    parser.add_argument("--config", required=True,
-                        help="cell YAML (sections: model, method, dataset, sampling, engine, run)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. run.limit=4 engine.max_context=1024")
-    args = parser.parse_args(argv)
-    if not os.path.isfile(args.config):
-        parser.error(f"config file not found: {args.config}")
-    from ..run import guarded
+    """The command line; Ctrl-C / SIGTERM at any moment from here on is one line (130 / 143)."""
+    from ..run import guarded, interrupted
 
-    cfg = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.overrides))
-    result = guarded(run_cell, cfg)
+    try:
+        with sigterm_as_interrupt():
+            parser = argparse.ArgumentParser(prog="python -m retake.harness.runner", description="Run one evaluation cell.")
+            parser.add_argument("--config", required=True,
+                                help="cell YAML (sections: model, method, dataset, sampling, engine, run)")
+            parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. run.limit=4 engine.max_context=1024")
+            args = parser.parse_args(argv)
+            if not os.path.isfile(args.config):
+                parser.error(f"config file not found: {args.config}")
+            cfg = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.overrides))
+            result = guarded(run_cell, cfg)
+    except KeyboardInterrupt as e:
+        interrupted(e)
     if result is not None:
         print(json.dumps({"primary": result["primary"], "score": result["metrics"].get(result["primary"]),
                           "num_samples": result["metrics"].get("num_samples"), "failures": len(result["failures"])}))

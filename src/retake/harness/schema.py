@@ -18,11 +18,12 @@ defaults are the library's own (``SamplingConfig``, ``EngineConfig``), except
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from ..engine import EngineConfig
 from ..pipeline import SamplingConfig
@@ -54,6 +55,11 @@ class QuestionMode(Enum):
 class Logger(Enum):
     none = "none"
     wandb = "wandb"
+
+
+class OnBusy(Enum):
+    wait = "wait"
+    exit = "exit"
 
 
 def _check(cond: bool, key: str, message: str) -> None:
@@ -144,6 +150,9 @@ class RunSection:
     # question_mode=unknown: compress each video once and answer all its questions over that cache
     # (answers do not change: only the time)
     reuse_cache: bool = True
+    # another process runs the same cell (it holds the cell's lock): wait for it to finish (then
+    # the cell is done, and skipped), or exit at once (code 75); the ranks of one run share a cell
+    on_busy: OnBusy = OnBusy.wait
 
     def __post_init__(self):
         _check(self.limit is None or self.limit >= 1, "run.limit", f"must be a positive number of samples or null, got {self.limit}")
@@ -177,11 +186,34 @@ class RetakeConfig:
 
 SCHEMA_NAME = "retake_schema"
 _registered = False
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../retake
+
+
+def project_path(relative: str, package_dir: str = PACKAGE_DIR) -> str:
+    """``${project:relative}`` in a config: a file of the project itself (the committed needle
+    checkpoint) as an absolute path, whatever the working directory. In a checkout
+    (``<root>/src/retake`` beside ``<root>/pyproject.toml``) it is ``<root>/relative``; in an
+    installed package, ``<package>/relative`` (the package's data)."""
+    src = os.path.dirname(package_dir)
+    root = os.path.dirname(src)
+    if os.path.basename(src) == "src" and os.path.isfile(os.path.join(root, "pyproject.toml")):
+        return os.path.join(root, relative)
+    return os.path.join(package_dir, relative)
+
+
+def register_resolvers() -> None:
+    """OmegaConf's ``${project:...}`` (:func:`project_path`); idempotent."""
+    if not OmegaConf.has_resolver("project"):
+        OmegaConf.register_new_resolver("project", project_path)
+
+
+register_resolvers()
 
 
 def register() -> None:
     """Put :class:`RetakeConfig` in Hydra's ConfigStore as ``retake_schema`` (idempotent)."""
     global _registered
+    register_resolvers()
     if not _registered:
         from hydra.core.config_store import ConfigStore
 
@@ -201,8 +233,6 @@ def default(key: str):
 
 def config_dir() -> str:
     """The packaged Hydra config folder (``retake/conf``; ``conf/`` in a checkout links there)."""
-    import os
-
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 
 
