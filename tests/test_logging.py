@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import time
 
 import pytest
 from omegaconf import OmegaConf
@@ -41,7 +42,8 @@ def cell_folder(tmp_path, result=RESULT):
 
 
 def read_run(path: str) -> dict:
-    """The run record, summary items and history keys of an offline run file."""
+    """The run record, summary items, history keys and whether the exit record is there, of an
+    offline run file."""
     from wandb.proto import wandb_internal_pb2 as pb
     from wandb.sdk.internal import datastore
 
@@ -58,7 +60,41 @@ def read_run(path: str) -> dict:
             out["summary"].update({u.key: json.loads(u.value_json) for u in rec.summary.update if u.key})
         elif kind == "history":
             out["history"] |= {i.key or "/".join(i.nested_key) for i in rec.history.item}
+        elif kind == "exit":
+            out["exit"] = True
     return out
+
+
+def offline_runs(wandb_dir, count: int, timeout: float = 300) -> list[str]:
+    """The ``count`` offline run folders under ``wandb_dir``, once there (see :func:`finished_run`)."""
+    deadline = time.monotonic() + timeout
+    while len(runs := sorted(glob.glob(str(wandb_dir / "offline-run-*")))) < count:
+        assert time.monotonic() < deadline, f"{len(runs)} of {count} offline runs in {wandb_dir} after {timeout} s"
+        time.sleep(0.2)
+    assert len(runs) == count, runs
+    return runs
+
+
+def finished_run(run_dir: str, timeout: float = 300) -> tuple[dict, str]:
+    """(the run, as :func:`read_run` reads it, and its samples table file) once wandb's service
+    has written all of it. ``run.finish()`` can return before the service (another process)
+    has flushed the offline file: on a loaded machine the file then lacks its records (the
+    flaky ``KeyError: 'run'`` of issue 24). The run is whole when its exit record, written
+    last, is there; until then this waits (it never times anything: the deadline only stops
+    a hung service)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        files = glob.glob(run_dir + "/run-*.wandb")
+        tables = glob.glob(run_dir + "/files/media/table/samples_*.table.json")
+        if len(files) == 1 and tables:
+            try:
+                run = read_run(files[0])
+            except Exception:  # noqa: BLE001 - a record still being written
+                run = {}
+            if run.get("exit") and "run" in run:
+                return run, tables[0]
+        assert time.monotonic() < deadline, f"wandb wrote no whole run in {run_dir} within {timeout} s: {files}"
+        time.sleep(0.2)
 
 
 def test_wandb_offline_run_of_a_cell(tmp_path, monkeypatch):
@@ -66,9 +102,8 @@ def test_wandb_offline_run_of_a_cell(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     folder = cell_folder(tmp_path)
     assert log_cell(logger_cfg("wandb", mode="offline"), RESULT, directory=str(folder))
-    (run_dir,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*"))
-    (run_file,) = glob.glob(run_dir + "/run-*.wandb")
-    run = read_run(run_file)
+    (run_dir,) = offline_runs(tmp_path / "wandb", 1)
+    run, table = finished_run(run_dir)
     assert run["run"].display_name == CELL and run["run"].run_id == run_id(str(folder))
     assert run["run"].job_type == "needle" and run["run"].run_group == "demo"
     assert list(run["run"].tags) == ["needle_qwen2_5_vl", "adaretake", "needle"]
@@ -78,7 +113,6 @@ def test_wandb_offline_run_of_a_cell(tmp_path, monkeypatch):
     assert summary["efficiency/prefill_seconds/mean"] == 0.5 and summary["efficiency/samples_per_hour"] == 900.0
     assert summary["status"] == "done" and summary["chance_accuracy"] == 25.0
     assert not {k for k in run["history"] if "accuracy" in k or "efficiency" in k}  # no metric in the history
-    (table,) = glob.glob(run_dir + "/files/media/table/samples_*.table.json")
     data = json.load(open(table))
     assert data["columns"] == list(SAMPLE_COLUMNS) and len(data["data"]) == 4
     assert dict(zip(data["columns"], data["data"][1]))["answer"] == "B"
@@ -88,8 +122,8 @@ def test_wandb_offline_run_of_a_cell(tmp_path, monkeypatch):
     # a changed cell (its failures retried) is logged again, to the same run id
     (folder / "metrics.json").write_text(json.dumps({**RESULT, "failed_fraction": 0.0, "chance_accuracy": 25.000001}))
     assert log_cell(logger_cfg("wandb", mode="offline"), RESULT, directory=str(folder))
-    runs = glob.glob(str(tmp_path / "wandb" / "offline-run-*"))
-    assert len(runs) == 2 and all(f"-{run_id(str(folder))}" in os.path.basename(r) for r in runs), runs
+    runs = offline_runs(tmp_path / "wandb", 2)
+    assert all(f"-{run_id(str(folder))}" in os.path.basename(r) for r in runs), runs
 
 
 def test_comparison_row_holds_score_and_cost():

@@ -125,14 +125,16 @@ def test_an_installed_wheel_runs_a_cell_outside_the_checkout(tmp_path):
     module, conf = where.stdout.split()
     assert module.startswith(str(venv)) and conf.startswith(str(venv)), where.stdout
     r = subprocess.run([python, "-m", "retake.run", "model=tiny_qwen2_vl", "dataset=synthetic", "method=snapkv",
-                        "run.limit=2", "engine.max_context=160", "engine.chunk_frames=4", "sampling.max_long_side=56",
+                        "run.limit=2", "engine.max_context=320", "engine.chunk_frames=4", "sampling.max_long_side=56",
                         "engine.max_new_tokens=2"],
                        cwd=work, env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "model tiny_qwen2_vl: no checkpoint at .cache/tiny_qwen2_vl; writing it now" in r.stdout
     assert os.path.isfile(work / ".cache" / "tiny_qwen2_vl" / "config.json")
     (metrics,) = glob.glob(str(work / "results" / "runs" / "tiny_qwen2_vl__snapkv__synthetic__*" / "metrics.json"))
-    assert json.load(open(metrics))["metrics"]["num_samples"] == 2
+    result = json.load(open(metrics))
+    # (a budget of 320 leaves the tiny tokenizer's ~290-token prompts room for video: every sample answered)
+    assert result["metrics"]["num_samples"] == 2 and result["failures"] == []
     import retake
 
     assert os.path.isfile(retake.__file__)  # this environment's own install is untouched
