@@ -24,7 +24,8 @@ frames of P tokens) and a budget of G grid tokens:
    included: each joins itself); an anchor becomes ``a x_a + (1 - a) mean(joined)``,
    ``a = max(1 / (count + 1), dtm_alpha)`` (:func:`merge`), fed at its own position
    (``plan.input_updates``). Where an anchor frame's count is exactly C (a segment of one frame;
-   with small ``dtm_p`` a short one) only its own frame's tokens join it, as in their code.
+   any at ``dtm_p`` 1, odd-length ones at ``dtm_p`` 2 with C = 1) only its own frame's tokens join
+   it, as in their code.
 
 ``variant: qwen2_5_vl`` counts per segment instead: ``max(int(d R L), 1)`` contextual tokens
 shared evenly by the anchor frames (the last one takes the remainder first), at most ``P // 2``
