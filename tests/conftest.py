@@ -80,6 +80,19 @@ class Captured:
     cos: torch.Tensor
     sin: torch.Tensor
     video_start: int = 0  # cache entries before the video
+    heads: tuple | None = None  # (head_lengths, ragged_end) of a per-KV-head layer
+
+    def held(self, num_query_heads: int | None = None):
+        """bool ``[H_kv, K]`` (or per query head ``[H, K]``): True where the head holds the entry
+        (a per-KV-head layer's padding is False)."""
+        K = self.key.shape[1]
+        j = torch.arange(K)
+        if self.heads is None:
+            m = torch.ones(self.key.shape[0], K, dtype=torch.bool)
+        else:
+            lengths, end = self.heads
+            m = (j[None, :] < torch.tensor(lengths)[:, None]) | (j[None, :] >= end)
+        return m if num_query_heads is None else m.repeat_interleave(num_query_heads // m.shape[0], 0)
 
     @property
     def video_keys(self):
@@ -173,7 +186,8 @@ class Recorder:
         store = self.scoring_views if view.group is not None else self.views
         store.setdefault(index, {})[view.layer] = Captured(
             index, view.layer, view.query.clone(), view.key.clone(), view.value.clone(), view.num_chunk,
-            view.num_guide, view.scaling, view.positions.clone(), cos.clone(), sin.clone(), view.video_start)
+            view.num_guide, view.scaling, view.positions.clone(), cos.clone(), sin.clone(), view.video_start,
+            None if view.heads is None else (list(view.heads[0]), view.heads[1]))
         if self.inner.observes:
             self.inner.observe(view)
 

@@ -105,17 +105,6 @@ def test_counts_in_engine_are_fewest_reaching_mass(arch, adapters, sampled):
     assert 0 < m.last_alpha < 1
 
 
-def test_runs_as_none_when_everything_fits(arch, adapters, sampled):
-    ad = adapters[arch]
-    inputs, prompt = make_inputs(ad, sampled)
-    cfg = EngineConfig(chunk_frames=4, max_context=10**6, max_new_tokens=4)
-    ref = Engine(ad, cfg).run(inputs, prompt, get_method("none"))
-    m = get_method("fitprune")
-    out = Engine(ad, cfg).run(inputs, prompt, m)
-    assert torch.equal(out.first_logits, ref.first_logits) and out.tokens == ref.tokens
-    assert out.kv_tokens_per_layer == ref.kv_tokens_per_layer and not m.uses_guide
-
-
 def test_bad_parameters_fail_clearly():
     with pytest.raises(ValueError, match="query_block must be >= 1"):
         get_method("fitprune", query_block=0)

@@ -83,18 +83,6 @@ def test_merged_kv_in_cache_is_pivot_average(arch, adapters, sampled):
     assert sum(out.kv_tokens_per_layer) / len(out.kv_tokens_per_layer) <= budget + len(chunks)
 
 
-def test_lookm_equals_none_when_everything_fits(arch, adapters, sampled):
-    ad = adapters[arch]
-    inputs, prompt = make_inputs(ad, sampled)
-    cfg = EngineConfig(chunk_frames=4, max_context=10**6, max_new_tokens=4)
-    ref = Engine(ad, cfg).run(inputs, prompt, get_method("none"))
-    m = get_method("lookm")
-    out = Engine(ad, cfg).run(inputs, prompt, m)
-    assert not m.uses_guide and not m.observes
-    assert torch.equal(out.first_logits, ref.first_logits) and out.tokens == ref.tokens
-    assert out.kv_tokens_per_layer == ref.kv_tokens_per_layer
-
-
 def test_lookm_bad_parameters():
     with pytest.raises(ValueError, match="query_block must be >= 1"):
         get_method("lookm", query_block=0)

@@ -130,18 +130,6 @@ def test_raters_and_recycled_entries_in_engine(arch, adapters, sampled, cluster_
     assert sum(out.kv_tokens_per_layer) / len(entries) <= budget + len(rec.selected)
 
 
-def test_sparsevlm_equals_none_when_everything_fits(arch, adapters, sampled):
-    ad = adapters[arch]
-    inputs, prompt = make_inputs(ad, sampled)
-    cfg = EngineConfig(chunk_frames=4, max_context=10**6, max_new_tokens=4)
-    ref = Engine(ad, cfg).run(inputs, prompt, get_method("none"))
-    m = get_method("sparsevlm")
-    out = Engine(ad, cfg).run(inputs, prompt, m)
-    assert not m.uses_guide and not m.observes
-    assert torch.equal(out.first_logits, ref.first_logits) and out.tokens == ref.tokens
-    assert out.kv_tokens_per_layer == ref.kv_tokens_per_layer
-
-
 @pytest.mark.parametrize("params, match", [
     ({"recycle_ratio": 1.5}, r"recycle_ratio must be in \[0, 1\]"),
     ({"recycle_ratio": -0.1}, r"recycle_ratio must be in \[0, 1\]"),

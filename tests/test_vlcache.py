@@ -79,17 +79,6 @@ def test_budgets_follow_sparsity_in_engine(arch, adapters, sampled):
     assert abs(int(counts.sum()) - m.plan.keep_ratio * n * len(counts)) <= len(counts) / 2
 
 
-def test_runs_as_none_when_everything_fits(arch, adapters, sampled):
-    ad = adapters[arch]
-    inputs, prompt = make_inputs(ad, sampled)
-    cfg = EngineConfig(chunk_frames=4, max_context=10**6, max_new_tokens=4)
-    ref = Engine(ad, cfg).run(inputs, prompt, get_method("none"))
-    m = get_method("vlcache")
-    out = Engine(ad, cfg).run(inputs, prompt, m)
-    assert torch.equal(out.first_logits, ref.first_logits) and out.tokens == ref.tokens
-    assert out.kv_tokens_per_layer == ref.kv_tokens_per_layer and not m.uses_guide
-
-
 def test_bad_parameters_fail_clearly():
     with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\)"):
         get_method("vlcache", threshold=0)

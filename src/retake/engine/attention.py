@@ -37,6 +37,20 @@ def _cpu_attention_lse(query, key, value, is_causal: bool, scale):
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, is_causal, scale=scale)[:2]
 
 
+def _merge(parts):
+    """Attention outputs over disjoint key sets merged by their log-sum-exps:
+    ``[(out [B, H, q, d], lse [B, H, q]), ...] -> [B, H, q, d]``."""
+    m = parts[0][1]
+    for _, lse in parts[1:]:
+        m = torch.maximum(m, lse)
+    num, den = 0, 0
+    for o, lse in parts:
+        w = torch.exp(lse - m)
+        num = num + o * w.unsqueeze(-1)
+        den = den + w
+    return num / den.unsqueeze(-1)
+
+
 def split_causal_sdpa(query, key, value, scale):
     """Bottom-right causal attention as two unmasked kernels merged by log-sum-exp: the
     queries over the cache before them (no mask) and over their own block (the square
@@ -58,9 +72,38 @@ def split_causal_sdpa(query, key, value, scale):
     if rep > 1:
         k_own, v_own = k_own.repeat_interleave(rep, 1), v_own.repeat_interleave(rep, 1)
     o2, l2 = _cpu_attention_lse(query, k_own, v_own, True, scale)
-    m = torch.maximum(l1, l2)
-    w1, w2 = torch.exp(l1 - m), torch.exp(l2 - m)
-    return ((o1 * w1.unsqueeze(-1) + o2 * w2.unsqueeze(-1)) / (w1 + w2).unsqueeze(-1)).to(query.dtype)
+    return _merge([(o1, l1), (o2, l2)]).to(query.dtype)
+
+
+def ragged_causal_sdpa(query, key, value, scale, head_lengths: list[int], ragged_end: int):
+    """:func:`causal_sdpa` over a per-KV-head cache (``engine.cache``): KV head h holds
+    entries ``[0, head_lengths[h])`` of the first ``ragged_end`` and the whole dense tail after
+    them; the padding between is never read. Head by head: on CPU, a chunk whose tail is its
+    own block runs the split kernel over two views (nothing copied); otherwise the head's
+    entries are gathered and attended as a dense cache. query ``[B, H, q, d]``, key/value
+    ``[B, H_kv, k, d]`` -> ``[B, H, q, d]``."""
+    B, H, q_len, d = query.shape
+    H_kv = key.shape[1]
+    rep = H // H_kv
+    split = query.device.type == "cpu" and query.dtype in (torch.float32, torch.float64, torch.bfloat16) \
+        and key.shape[-2] - ragged_end == q_len and q_len > 1
+    outs = []
+    for h in range(H_kv):
+        q_h = query[:, h * rep : (h + 1) * rep]
+        n = head_lengths[h]
+        k_past, v_past = key[:, h : h + 1, :n], value[:, h : h + 1, :n]
+        k_tail, v_tail = key[:, h : h + 1, ragged_end:], value[:, h : h + 1, ragged_end:]
+        if split and n > 0:
+            parts = [_cpu_attention_lse(q_h.reshape(B, 1, rep * q_len, d), k_past, v_past, False, scale)]
+            parts[0] = (parts[0][0].reshape(B, rep, q_len, -1), parts[0][1].reshape(B, rep, q_len))
+            k_own, v_own = k_tail.repeat(1, rep, 1, 1), v_tail.repeat(1, rep, 1, 1)
+            parts.append(_cpu_attention_lse(q_h, k_own, v_own, True, scale))
+            outs.append(_merge(parts).to(query.dtype))
+        else:
+            k_h = torch.cat([k_past, k_tail], dim=-2)
+            v_h = torch.cat([v_past, v_tail], dim=-2)
+            outs.append(causal_sdpa(q_h, k_h, v_h, scale))
+    return torch.cat(outs, dim=1)
 
 
 def causal_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float | None) -> torch.Tensor:
@@ -84,6 +127,8 @@ def causal_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, sca
 
 
 def retake_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, retake_ctx=None, **kwargs):
+    if retake_ctx is None and getattr(key, "retake_heads", None) is not None:
+        retake_ctx = PLAIN_CONTEXT  # a per-head cache is only read through its own masks
     if retake_ctx is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -97,8 +142,21 @@ def retake_attention(module, query, key, value, attention_mask, scaling=None, dr
     if retake_ctx.stop_after is not None and module.layer_idx >= retake_ctx.stop_after:
         raise StopForward
     with profile.part("attention"):
-        out = causal_sdpa(query, key, value, scaling)
+        heads = getattr(key, "retake_heads", None)  # a per-KV-head layer (engine.cache)
+        if heads is not None:
+            out = ragged_causal_sdpa(query, key, value, scaling, *heads)
+        else:
+            out = causal_sdpa(query, key, value, scaling)
     return out.transpose(1, 2).contiguous(), None
+
+
+class _Plain:
+    rotations = None
+    method = None
+    stop_after = None
+
+
+PLAIN_CONTEXT = _Plain()
 
 
 def register_attention() -> None:

@@ -10,6 +10,15 @@ appending writes into the buffer instead of concatenating a new copy of the whol
 chunk, dropping entries only moves the length, and compressing gathers the kept entries into
 place. The buffer grows by a quarter when full (a copy then, and a quarter of slack at most);
 ``layer.keys`` / ``layer.values`` are views of its used part, as a ``DynamicLayer``'s tensors.
+
+**Per-KV-head layers.** A method may keep a different token set in each KV head (SnapKV,
+H2O, Ada-KV as their references do). Such a layer is *ragged*: its first ``ragged_end`` entries
+hold head h's entries packed at ``[0, head_lengths[h])`` (the rest of that head's rows up to
+``ragged_end`` are padding, never read), followed by a dense tail every head holds (the chunk
+being prefilled, the question, the answer). The buffer spans the longest head; what is held is
+counted per head (:meth:`CompressibleCache.nbytes`). The key tensor the cache hands to the
+attention function carries ``retake_heads = (head_lengths, ragged_end)``, so the attention
+(``engine.attention``) and the methods' scores never see a padded entry.
 """
 
 from __future__ import annotations
@@ -33,7 +42,31 @@ class BufferedLayer(DynamicLayer):
     def __init__(self):
         self._kbuf = self._vbuf = None
         self.length = 0
+        # ragged (per-KV-head) layers: entries each head holds in [0, ragged_end); None = dense
+        self.head_lengths: list[int] | None = None
+        self.ragged_end = 0
         super().__init__()
+
+    @property
+    def ragged(self) -> bool:
+        return self.head_lengths is not None
+
+    def set_head_lengths(self, lengths: list[int]) -> None:
+        """Head h holds ``[0, lengths[h])``; the buffer spans the longest (dense when all equal)."""
+        end = max(lengths)
+        self.length = end
+        if min(lengths) == end:
+            self.head_lengths, self.ragged_end = None, 0
+        else:
+            self.head_lengths, self.ragged_end = list(lengths), end
+
+    def entries_per_head(self) -> list[int]:
+        """Entries each KV head holds (padding not counted)."""
+        heads = 0 if self._kbuf is None or self._kbuf.dim() < 2 else int(self._kbuf.shape[-3])
+        if not self.ragged:
+            return [self.length] * heads
+        tail = self.length - self.ragged_end
+        return [n + tail for n in self.head_lengths]
 
     # the used part of the buffers, as DynamicLayer's attributes (before the first write: the
     # buffer as assigned, None or the empty tensor of lazy_initialization)
@@ -80,7 +113,10 @@ class BufferedLayer(DynamicLayer):
         self._kbuf[..., start : start + n, :] = key_states
         self._vbuf[..., start : start + n, :] = value_states
         self.length = start + n
-        return self.keys, self.values
+        keys = self.keys
+        if self.ragged:  # the attention function reads which entries each head holds from here
+            keys.retake_heads = (self.head_lengths, self.ragged_end)
+        return keys, self.values
 
 
 class CompressibleCache(DynamicCache):
@@ -108,14 +144,42 @@ class CompressibleCache(DynamicCache):
 
     def truncate(self, layer: int, length: int) -> None:
         """Keep the first ``length`` entries of ``layer`` (nothing is copied)."""
-        self.layers[layer].length = min(self.layers[layer].length, length)
+        lay = self.layers[layer]
+        lay.length = min(lay.length, length)
+        if lay.ragged and lay.length < lay.ragged_end:
+            lay.set_head_lengths([min(n, lay.length) for n in lay.head_lengths])
+
+    def heads(self, layer: int) -> tuple[list[int], int] | None:
+        """``(head_lengths, ragged_end)`` of a ragged layer, None for a dense one."""
+        lay = self.layers[layer]
+        return (lay.head_lengths, lay.ragged_end) if lay.ragged else None
+
+    def held(self, layer: int) -> float | int:
+        """Entries the layer holds per KV head (the mean over heads for a ragged layer)."""
+        if layer >= len(self.layers):
+            return 0
+        lay = self.layers[layer]
+        if not lay.ragged:
+            return lay.length
+        per = lay.entries_per_head()
+        return sum(per) / len(per)
+
+    def held_max(self, layer: int) -> int:
+        """Entries of the layer's fullest KV head."""
+        return self.layer_length(layer)
+
+    def held_per_layer(self) -> list[float | int]:
+        return [self.held(i) for i in range(len(self.layers))]
 
     def keep(self, layer: int, start: int, keep: LayerKeep) -> None:
         """Keep entries ``[0, start)`` and, of the entries from ``start`` on (the newest chunk,
         or every video entry for a ``scope="video"`` keep), those at ``keep.index``, optionally
         replaced by ``keep.keys/values``, followed by ``keep.extra_keys/values``: gathered into
-        place in the layer's buffer."""
+        place in the layer's buffer. A per-head keep (or any keep on a ragged layer) is gathered
+        head by head (:meth:`keep_heads`)."""
         lay = self.layers[layer]
+        if keep.per_head or lay.ragged:
+            return self.keep_heads(layer, start, keep)
         keys, values = lay.keys, lay.values
         dev = keys.device
         idx = keep.index.to(dev)
@@ -131,20 +195,65 @@ class CompressibleCache(DynamicCache):
             lay._vbuf[..., start + k : start + k + e, :] = keep.extra_values.to(dev, values.dtype)[None]
         lay.length = start + k + e
 
-    def snapshot(self) -> list[int]:
-        """What :meth:`restore` needs to bring the cache back to this point: the lengths. The
-        engine never writes into entries it holds once the video is prefilled (a question
-        and its answer are appended after them), so the entries themselves stay valid."""
-        return self.lengths()
+    def keep_heads(self, layer: int, start: int, keep: LayerKeep) -> None:
+        """:meth:`keep` head by head. KV head h keeps its entries before the chunk (on a ragged
+        layer ``[0, head_lengths[h])`` and the dense entries every head holds up to ``start``),
+        then, of the chunk's entries ``[start, length)``, those at ``keep.head_index(h)``, packed
+        in place. ``scope="video"``: of the head's own video entries (``[start,
+        head_lengths[h])``, then the dense ones from ``ragged_end``), those at the index, from
+        ``start`` on. Merged replacement entries need equal counts (``keys [H_kv, k, d]``);
+        extra entries follow each head's kept ones."""
+        lay = self.layers[layer]
+        keys, values = lay.keys, lay.values
+        H = keys.shape[-3]
+        dev = keys.device
+        whole = keep.scope == "video"
+        end = lay.ragged_end if lay.ragged else start  # where the entries every head holds begin
+        held = lay.head_lengths if lay.ragged else [start] * H
+        new_k, new_v = [], []
+        for h in range(H):
+            idx = keep.head_index(h, H).to(dev)
+            k_all, v_all = keys[..., h, :, :], values[..., h, :, :]  # [B, length, d]
+            if whole:  # the head's video entries, ragged part then dense part
+                k_src = torch.cat([k_all[..., start : held[h], :], k_all[..., end:, :]], dim=-2)
+                v_src = torch.cat([v_all[..., start : held[h], :], v_all[..., end:, :]], dim=-2)
+                k_h, v_h = k_src.index_select(-2, idx), v_src.index_select(-2, idx)
+            else:
+                if keep.keys is not None:
+                    k_h, v_h = keep.keys[h].to(dev, keys.dtype)[None], keep.values[h].to(dev, values.dtype)[None]
+                else:
+                    k_h, v_h = k_all[..., start:, :].index_select(-2, idx), v_all[..., start:, :].index_select(-2, idx)
+                if start > end:  # dense entries after the ragged part that precede the chunk
+                    k_h = torch.cat([k_all[..., end:start, :], k_h], dim=-2)
+                    v_h = torch.cat([v_all[..., end:start, :], v_h], dim=-2)
+            if keep.num_extra:
+                k_h = torch.cat([k_h, keep.extra_keys[h].to(dev, keys.dtype)[None]], dim=-2)
+                v_h = torch.cat([v_h, keep.extra_values[h].to(dev, values.dtype)[None]], dim=-2)
+            new_k.append(k_h)  # gathered copies: writing them below cannot clobber a source
+            new_v.append(v_h)
+        base = [start] * H if whole else held
+        lengths = [b + int(k.shape[-2]) for b, k in zip(base, new_k)]
+        lay.reserve(max(lengths), keys, values)
+        for h in range(H):
+            lay._kbuf[..., h, base[h] : lengths[h], :] = new_k[h]
+            lay._vbuf[..., h, base[h] : lengths[h], :] = new_v[h]
+        lay.set_head_lengths(lengths)
 
-    def restore(self, snapshot: list[int]) -> None:
+    def snapshot(self) -> list:
+        """What :meth:`restore` needs to bring the cache back to this point: each layer's length
+        (and per-head lengths). The engine never writes into entries it holds once the video is
+        prefilled (a question and its answer are appended after them), so the entries themselves
+        stay valid."""
+        return [(lay.length, lay.head_lengths, lay.ragged_end) for lay in self.layers]
+
+    def restore(self, snapshot: list) -> None:
         """Back to the point of ``snapshot``: entries added since (a question and its answer) are gone."""
         if len(snapshot) != len(self.layers):
             raise ValueError(f"snapshot of {len(snapshot)} layers for a cache of {len(self.layers)}")
-        for lay, n in zip(self.layers, snapshot):
-            if n > lay.length:
+        for lay, (n, heads, end) in zip(self.layers, snapshot):
+            if n > lay.length or heads != lay.head_lengths:
                 raise ValueError("the cache holds fewer entries than the snapshot: it was compressed since")
-            lay.length = n
+            lay.length, lay.ragged_end = n, end
 
     def rotate(self, layer: int, start: int, count: int, rot) -> None:
         """Rotate the keys of entries ``[start, start + count)`` by a pure rotation ``[count, d]``."""
@@ -152,11 +261,15 @@ class CompressibleCache(DynamicCache):
         keys[..., start : start + count, :] = rotate(keys[..., start : start + count, :], rot)
 
     def nbytes(self) -> int:
-        """Bytes of the entries held (a buffer's spare room not counted: ``allocated_bytes``)."""
+        """Bytes of the entries held, counted per KV head (a ragged layer's padding and a
+        buffer's spare room not counted: ``allocated_bytes``)."""
         total = 0
         for lay in self.layers:
             if lay.length:
-                total += lay.keys.numel() * lay.keys.element_size() + lay.values.numel() * lay.values.element_size()
+                k, v = lay.keys, lay.values
+                per_entry = (k[..., :1, :].numel() * k.element_size() + v[..., :1, :].numel() * v.element_size()) \
+                    // k.shape[-3]  # one entry of one head, keys and values
+                total += per_entry * sum(lay.entries_per_head())
         return total
 
     def allocated_bytes(self) -> int:

@@ -79,9 +79,11 @@ class EngineOutput:
     video_tokens: int
     text_tokens: int
     kept_video_tokens_per_layer: list[int]
-    kv_tokens_per_layer: list[int]  # after prefill
-    kv_tokens_per_layer_final: list[int]  # after decoding
-    kv_cache_bytes: int  # after prefill
+    # entries per KV head after prefill (the mean over a layer's heads where they keep different
+    # numbers: kv_tokens_per_layer_max_head has the fullest head's)
+    kv_tokens_per_layer: list[float]
+    kv_tokens_per_layer_final: list[float]  # after decoding
+    kv_cache_bytes: int  # after prefill, the entries held (per head; no padding, no spare room)
     keep_ratio: float
     vision_seconds: float
     prefill_seconds: float  # vision encoding included (none when the features were given)
@@ -93,6 +95,7 @@ class EngineOutput:
     peak_kv_cache_bytes: int | None = None  # the cache's largest size while the video is prefilled (a chunk and guide in it)
     cache_reused: bool = False  # answered over a compressed video state an earlier question made
     guide: str = "none"  # what the chunks were shown: question | proxy | none
+    kv_tokens_per_layer_max_head: list[int] | None = None  # entries of each layer's fullest KV head after prefill
 
 
 @dataclass
@@ -161,7 +164,7 @@ class _StepContext:
         view = LayerView(
             layer=layer, chunk=self.chunk, query=query[0], key=key[0], value=value[0],
             num_chunk=self.n, num_guide=self.g, scaling=scaling, positions=ids, rope=lambda: self.rope(ids, query.device),
-            group=self.group, video_start=self.video_start,
+            group=self.group, video_start=self.video_start, heads=getattr(key, "retake_heads", None),
         )
         self.method.observe(view)
 
@@ -279,7 +282,7 @@ class Engine:
         """Which guide ``method`` is shown in ``mode`` (``aware`` / ``unknown``): ``("question",
         prompt)``, ``("proxy", proxy)`` (the chat template's tokens after the video, no question)
         or ``("none", None)``."""
-        if not method.uses_guide:
+        if not type(method).uses_guide:  # the declaration (an instance switches it off in begin when idle)
             return "none", None
         if method.proxy_guide or mode == "unknown":
             if proxy is None:
@@ -311,7 +314,7 @@ class Engine:
         state does not depend on the question, so a caller may keep it for the video's other
         questions (``docs/engine.md``)."""
         mode = self.config.question_mode
-        if proxy is None and (mode == "unknown" or (method.uses_guide and method.proxy_guide)):
+        if proxy is None and (mode == "unknown" or (type(method).uses_guide and method.proxy_guide)):
             # no system prompt: a prompt built with one needs its own proxy (answer() checks)
             proxy = self.adapter.build_prompt("", video)
         kind, guide = self.guide_for(method, prompt, proxy, mode)
@@ -356,14 +359,8 @@ class Engine:
         if isinstance(features, VideoFeatures):
             features, extras = features.embeds, features.extras
 
-        # 2. prefix: in the first chunk's forward (one pass of the weights fewer), unless a
-        # scoring pass needs it in the cache first, positions are reforged per layer, or the
-        # adapter places per-token extras by row (Qwen3-VL's DeepStack)
-        merge_prefix = cfg.fast_paths and vs > 0 and not method.scoring_pass and not cfg.reforge_positions \
-            and not extras
-        if not merge_prefix and vs > 0:
-            with profile.part("prefix"):
-                ad.forward_embeds(ad.embed(ids[:vs]), pos[:, :vs], cache, retake_ctx=PLAIN)
+        # 2. the plan, shown to the method (begin decides what the method does with this video:
+        # whether it scores at all, needs a scoring pass or the guide)
         if features.shape[0] != n_video:
             raise ValueError(f"features hold {features.shape[0]} video tokens, the prompt's video span {n_video}")
         chunks = chunk_spans(video.step_token_offsets, cfg.chunk_frames // video.frames_per_step)
@@ -375,6 +372,15 @@ class Engine:
         )
         with profile.part("begin"):
             method.begin(plan)
+
+        # 2a. prefix: in the first chunk's forward (one pass of the weights fewer), unless a
+        # scoring pass needs it in the cache first, positions are reforged per layer, or the
+        # adapter places per-token extras by row (Qwen3-VL's DeepStack)
+        merge_prefix = cfg.fast_paths and vs > 0 and not method.scoring_pass and not cfg.reforge_positions \
+            and not extras
+        if not merge_prefix and vs > 0:
+            with profile.part("prefix"):
+                ad.forward_embeds(ad.embed(ids[:vs]), pos[:, :vs], cache, retake_ctx=PLAIN)
         if guide is not None:
             gids, gpos = guide.input_ids, guide.position_ids
             g0 = guide.video_end if cfg.max_guide_tokens is None else max(guide.video_end, gids.shape[0] - cfg.max_guide_tokens)
@@ -451,9 +457,10 @@ class Engine:
                     if keep is not None and not isinstance(keep, LayerKeep):
                         keep = LayerKeep(keep)
                     whole = keep is not None and keep.scope == "video"
-                    if whole and reforge is not None:
-                        raise ValueError(f"method {method.name!r} re-selects over the whole video, which position "
-                                         "reforging does not support: set engine.reforge_positions=false")
+                    if reforge is not None and keep is not None and (whole or keep.per_head):
+                        what = "re-selects over the whole video" if whole else "keeps a different set per KV head"
+                        raise ValueError(f"method {method.name!r} {what}, which position reforging does not "
+                                         "support: set engine.reforge_positions=false (or head_selection=shared)")
                     if keep is not None:
                         cache.keep(layer, vs if whole else before[layer], keep)
                     kept[layer] = keep.num_entries if whole else kept[layer] + (n if keep is None else keep.num_entries)
@@ -509,7 +516,8 @@ class Engine:
             first_logits = ad.logits(h[0, -1]).float()
         self._sync()
         prefill_seconds = time.perf_counter() - t0 + (state.prefill_seconds if first else 0.0)
-        kv_prefill = cache.lengths()
+        kv_prefill = cache.held_per_layer()
+        kv_max_head = [cache.held_max(layer) for layer in range(len(cache.layers))]
         kv_bytes = cache.nbytes()
 
         # 5. greedy decode
@@ -541,7 +549,8 @@ class Engine:
             text_tokens=prompt.num_text_tokens,
             kept_video_tokens_per_layer=list(state.kept),
             kv_tokens_per_layer=kv_prefill,
-            kv_tokens_per_layer_final=cache.lengths(),
+            kv_tokens_per_layer_final=cache.held_per_layer(),
+            kv_tokens_per_layer_max_head=kv_max_head,
             kv_cache_bytes=kv_bytes,
             keep_ratio=state.keep_ratio,
             vision_seconds=state.vision_seconds if first else 0.0,

@@ -1,20 +1,26 @@
-"""Ada-KV (on SnapKV scores): head-wise adaptive budgets, adapted to one index per layer.
+"""Ada-KV (on SnapKV scores): head-wise adaptive budgets.
 
 Feng et al., "Ada-KV: Optimizing KV Cache Eviction by Adaptive Budget Allocation for
 Efficient LLM Inference", arXiv 2407.11550 (https://arxiv.org/abs/2407.11550), on SnapKV
-(Li et al., arXiv 2404.14469).
+(Li et al., arXiv 2404.14469); the authors' ``AdaptiveSnapKVCluster`` (FFY0/AdaKV,
+adaptive_snapkv/monkeypatch/snapkv_utils.py).
 
 Per chunk and layer:
 - SnapKV score per KV head: the last ``window`` guide queries' real attention (softmax over
   the layer's whole cache plus the causal part of the input) to the chunk's tokens, averaged
-  over those queries and over the query heads of the KV group, then 1-D pooled along the
-  chunk (``kernel_size``, stride 1, same length): ``s [H_kv, n]``;
-- Ada-KV allocation of the layer budget ``B = round(r * n)``: the flattened top-``H_kv * B``
-  over (head, token) scores gives each head ``c_h`` entries; with the safeguard
-  ``B_h = round((1 - floor_alpha) * c_h + floor(floor_alpha * B))``;
-- one index per layer (the cache is not ragged per head): each head votes for its top-``B_h``
-  tokens; the layer keeps the ``B`` tokens with the most votes, ties broken by the highest
-  score over heads (``key = 2 * votes + max_h s``; s <= 1, so votes always rank first).
+  over those queries and over the query heads of the KV group (the authors' ``gqa_func=
+  "mean"``), then 1-D pooled along the chunk (``kernel_size``, stride 1, same length):
+  ``s [H_kv, n]``;
+- the layer's budget is ``B = round(r * n)`` entries per head on average, ``H_kv * B`` in all;
+- ``safeguard="authors"``: the flattened top-``H_kv * B`` over (head, token) gives head h
+  ``c_h`` entries; head h keeps its own top ``B_h = round((1 - floor_alpha) * c_h +
+  floor(floor_alpha * B))`` tokens (``torch.round``: halves to even, as the authors');
+  ``safeguard="kvpress"``: every head keeps its top ``floor(floor_alpha * B)`` (at least 1 when
+  floor_alpha > 0), the rest of the ``H_kv * B`` entries go to the best scores over all heads
+  (kvpress's AdaKVPress). Both rules agree at floor_alpha = 0;
+- ``head_selection="shared"`` (one set per layer): each head votes for its top-``B_h`` tokens;
+  the layer keeps the ``B`` tokens with the most votes, ties broken by the highest score over
+  heads (``key = 2 * votes + max_h s``; s <= 1, so votes always rank first).
 """
 
 from __future__ import annotations
@@ -23,17 +29,37 @@ from dataclasses import dataclass
 
 import torch
 
-from .allocation import round_half_up
-from .base import ChunkSpan, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
+from .base import LayerKeep, LayerView, topk_sorted
+from .scorer import HeadScorer, group_mean
 from .snapkv import POOLINGS, pool_scores, window_attention
 
+SAFEGUARDS = ("authors", "kvpress")
+
+
 def head_budgets(scores: torch.Tensor, budget: int, floor_alpha: float) -> torch.Tensor:
-    """Ada-KV: ``[H_kv, n]`` scores, per-head budget ``B`` -> per-head counts ``[H_kv]``: ``c_h`` =
-    entries of head h in the flattened top-``H_kv * B``; ``B_h = round((1 - a) c_h + floor(a B))``."""
+    """The authors' allocation: ``[H_kv, n]`` scores, per-head budget ``B`` -> per-head counts
+    ``[H_kv]``: ``c_h`` = entries of head h in the flattened top-``H_kv * B``;
+    ``B_h = round((1 - a) c_h + floor(a B))`` (halves to even), at most n."""
     h, n = scores.shape
     top = scores.reshape(-1).topk(min(h * budget, h * n)).indices // n
     c = torch.bincount(top, minlength=h).double()
-    return round_half_up((1 - floor_alpha) * c + int(floor_alpha * budget)).clamp(0, n)
+    return torch.round((1 - floor_alpha) * c + int(floor_alpha * budget)).long().clamp(0, n)
+
+
+def kvpress_keep(scores: torch.Tensor, budget: int, floor_alpha: float) -> torch.Tensor:
+    """kvpress's AdaKVPress rule: bool ``[H_kv, n]`` of the kept entries: each head's top
+    ``n_safe = floor(a B)`` (at least 1 if a > 0 and B > 0), then the best of the rest over all
+    heads up to ``H_kv * B`` in all."""
+    h, n = scores.shape
+    n_safe = int(budget * floor_alpha)
+    if floor_alpha > 0 and budget > 0:
+        n_safe = max(1, n_safe)
+    s = scores.clone().double()
+    if n_safe:
+        s.scatter_(-1, s.topk(min(n_safe, n), dim=-1).indices, float("inf"))
+    keep = torch.zeros(h * n, dtype=torch.bool)
+    keep[s.reshape(-1).topk(min(h * budget, h * n)).indices] = True
+    return keep.view(h, n)
 
 
 def shared_keep_key(scores: torch.Tensor, budget: int, floor_alpha: float) -> torch.Tensor:
@@ -46,18 +72,22 @@ def shared_keep_key(scores: torch.Tensor, budget: int, floor_alpha: float) -> to
 
 
 @dataclass
-class AdaKV(Method):
+class AdaKV(HeadScorer):
     """window: observation window, the last ``window`` guide tokens (>= 1; SnapKV/Ada-KV: 32).
     kernel_size: odd pooling width (>= 1). pooling: "avgpool" or "maxpool".
-    floor_alpha: Ada-KV's safeguard share of every head's uniform budget, in [0, 1]."""
+    floor_alpha: Ada-KV's safeguard share of every head's uniform budget, in [0, 1].
+    safeguard: "authors" (FFY0/AdaKV) or "kvpress" (AdaKVPress). head_selection: "per_head"
+    (Ada-KV) or "shared"."""
 
     name = "adakv"
     window: int = 32
     kernel_size: int = 5
     pooling: str = "avgpool"
     floor_alpha: float = 0.2
+    safeguard: str = "authors"
 
     def __post_init__(self):
+        super().__post_init__()
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -66,27 +96,19 @@ class AdaKV(Method):
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if not 0 <= self.floor_alpha <= 1:
             raise ValueError(f"floor_alpha must be in [0, 1], got {self.floor_alpha}")
+        if self.safeguard not in SAFEGUARDS:
+            raise ValueError(f"safeguard must be one of {', '.join(SAFEGUARDS)}, got {self.safeguard!r}")
 
-    def begin(self, plan: VideoPlan) -> None:
-        super().begin(plan)
-        self.scores: dict[int, torch.Tensor] = {}
-        # nothing to compress: run exactly as `none` (no guide, no scoring)
-        self.uses_guide = self.observes = plan.keep_ratio < 1
+    def score(self, view: LayerView) -> torch.Tensor:
+        w = min(self.window, view.num_guide)
+        mean = group_mean(window_attention(view, self.window) / w, view.key.shape[0])  # [H_kv, n]
+        return pool_scores(mean, self.kernel_size, self.pooling)
 
-    def observe(self, view: LayerView) -> None:
-        n, w = view.num_chunk, min(self.window, view.num_guide)
-        H, H_kv = view.query.shape[0], view.key.shape[0]
-        acc = window_attention(view, self.window)  # [H, n], summed over the window's queries
-        per_kv = (acc / w).reshape(H_kv, H // H_kv, n).mean(1)  # query heads of a KV group are consecutive
-        self.scores[view.layer] = pool_scores(per_kv, self.kernel_size, self.pooling).cpu()
-
-    def select(self, chunk: ChunkSpan):
-        L = self.plan.num_layers
-        if self.plan.keep_ratio >= 1:
-            return [None] * L
-        out = []
-        for l in range(L):
-            s = self.scores.pop(l)  # [H_kv, n]
-            b = budget_tokens(self.plan.keep_ratio, s.shape[1])
-            out.append(topk_sorted(shared_keep_key(s, b, self.floor_alpha), b))
-        return out
+    def keep(self, layer: int, score: torch.Tensor, k: int):
+        if self.head_selection == "shared":
+            return topk_sorted(shared_keep_key(score, k, self.floor_alpha), k)
+        if self.safeguard == "kvpress":
+            mask = kvpress_keep(score, k, self.floor_alpha)
+            return LayerKeep.per_heads([m.nonzero().squeeze(1) for m in mask])
+        counts = head_budgets(score, k, self.floor_alpha).tolist()
+        return LayerKeep.per_heads([topk_sorted(s, b) for s, b in zip(score, counts)])

@@ -169,6 +169,10 @@ class LayerView:
     key, value: ``[H_kv, k, d]`` the layer's whole cache including the input (last n + g).
     positions: ``[R, n + g]`` position ids of the input (chunk tokens, then the shifted guide).
     rope(): cos, sin ``[n + g, d]``, the rotation applied to the input's queries and keys.
+    heads: ``(head_lengths, ragged_end)`` when the layer keeps a different set per KV head
+        (``engine.cache``): head h holds entries ``[0, head_lengths[h])`` of the first
+        ``ragged_end``, the rest of those rows is padding. The attention helpers below hide the
+        padding; a method reading ``key`` directly must too (:meth:`key_mask`).
     """
 
     layer: int
@@ -183,6 +187,34 @@ class LayerView:
     rope: Callable[[], tuple[torch.Tensor, torch.Tensor]]
     group: ScoringGroup | None = None  # set in a two-pass method's scoring pass (``chunk`` is None then)
     video_start: int = 0  # cache entries before the video (the prefix); the video's follow them
+    heads: tuple[list[int], int] | None = None
+
+    def key_mask(self) -> torch.Tensor | None:
+        """bool ``[H_kv, K]``: True where a KV head holds the entry (None: every head holds all)."""
+        if self.heads is None:
+            return None
+        lengths, end = self.heads
+        j = torch.arange(self.key.shape[1], device=self.key.device)
+        return (j[None, :] < torch.tensor(lengths, device=self.key.device)[:, None]) | (j[None, :] >= end)
+
+    def _hide_padding(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits [H, q, K]`` over the whole cache with a ragged layer's padding at -inf."""
+        mask = self.key_mask()
+        if mask is not None and logits.shape[-1] == mask.shape[1]:
+            H_kv = mask.shape[0]
+            logits.view(H_kv, -1, logits.shape[-1]).masked_fill_(~mask[:, None, :], float("-inf"))
+        return logits
+
+    def head_video_keys(self, head: int) -> torch.Tensor:
+        """``[m_h + n, d]``: the video entries KV head ``head`` held before this chunk, then the chunk's."""
+        return self._head_video(self.key, head)
+
+    def head_video_values(self, head: int) -> torch.Tensor:
+        return self._head_video(self.value, head)
+
+    def _head_video(self, x: torch.Tensor, head: int) -> torch.Tensor:
+        held = self.heads[0][head] if self.heads is not None else self.cache_len
+        return torch.cat([x[head, self.video_start : held], x[head, self.cache_len : self.cache_len + self.num_chunk]])
 
     @property
     def num_video_held(self) -> int:
@@ -191,12 +223,19 @@ class LayerView:
 
     @property
     def video_keys(self) -> torch.Tensor:
-        """``[H_kv, m + n, d]``: the video entries held before this chunk, then the chunk's."""
+        """``[H_kv, m + n, d]``: the video entries held before this chunk, then the chunk's
+        (every head the same entries; per head: :meth:`head_video_keys`)."""
+        self._dense("video_keys")
         return self.key[:, self.video_start : self.cache_len + self.num_chunk]
 
     @property
     def video_values(self) -> torch.Tensor:
+        self._dense("video_values")
         return self.value[:, self.video_start : self.cache_len + self.num_chunk]
+
+    def _dense(self, what: str) -> None:
+        if self.heads is not None:
+            raise RuntimeError(f"{what}: this layer keeps a different set per KV head; read head_video_keys(h)")
 
     @property
     def cache_len(self) -> int:
@@ -220,20 +259,21 @@ class LayerView:
         return self.query[:, self.num_chunk :]
 
     def logits(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """``q k^T * scaling`` in fp32, grouped-query aware without repeating the keys: a KV
+        """``q k^T * scaling`` in fp32 (fp64 for fp64 inputs), grouped-query aware without repeating the keys: a KV
         head's ``rep`` query heads are stacked along the queries (query head h reads KV head
         ``h // rep``, ``repeat_interleave``'s order). queries ``[H, q, d]``, keys
         ``[H_kv, k, d]`` -> ``[H, q, k]``."""
         H, nq, d = queries.shape
         H_kv, nk = keys.shape[0], keys.shape[1]
-        x = torch.matmul(queries.float().reshape(H_kv, (H // H_kv) * nq, d), keys.float().transpose(-1, -2))
+        dt = torch.promote_types(queries.dtype, torch.float32)  # fp32 (fp64 inputs stay fp64: the tests' oracles)
+        x = torch.matmul(queries.to(dt).reshape(H_kv, (H // H_kv) * nq, d), keys.to(dt).transpose(-1, -2))
         return x.mul_(self.scaling).view(H, nq, nk)
 
     def attention(self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """softmax(q k^T * scaling) over the given keys, grouped-query aware, fp32.
         queries ``[H, q, d]``, keys ``[H_kv, k, d]`` -> ``[H, q, k]``; ``mask`` (bool
         ``[q, k]``, True = visible) hides keys before the softmax."""
-        logits = self.logits(queries, keys)
+        logits = self._hide_padding(self.logits(queries, keys))
         if mask is not None:
             logits.masked_fill_(~mask, float("-inf"))
         return torch.softmax(logits, dim=-1)
@@ -246,7 +286,7 @@ class LayerView:
         queries = self.query if queries is None else queries
         keys = self.key if keys is None else keys
         nq, nk = queries.shape[1], keys.shape[1]
-        x = self.logits(queries[:, start:stop], keys)
+        x = self._hide_padding(self.logits(queries[:, start:stop], keys))
         lo = max(0, nk - nq + start)
         if lo < nk:
             i = torch.arange(start, stop, device=x.device)[:, None]
@@ -261,8 +301,9 @@ class LayerView:
         no ``[H, q, k]`` tensor is held (blocks of ~128 queries also keep it in cache: faster
         than one block of all queries on CPU, ``docs/performance.md``)."""
         nq, nk = queries.shape[1], keys.shape[1]
-        out = torch.zeros(queries.shape[0], nk, device=queries.device)
-        keys = keys.float()  # once, not per block
+        dt = torch.promote_types(queries.dtype, torch.float32)
+        out = torch.zeros(queries.shape[0], nk, device=queries.device, dtype=dt)
+        keys = keys.to(dt)  # once, not per block
         for a in range(0, nq, block):
             b = min(nq, a + block)
             if causal:
@@ -282,14 +323,19 @@ class LayerView:
 class LayerKeep:
     """What one layer keeps of a chunk.
 
-    index: sorted chunk-token indices ``[k]`` (relative to the chunk's fed tokens).
+    index: sorted chunk-token indices ``[k]`` (relative to the chunk's fed tokens), one set for
+        all KV heads; or ``[H_kv, k]``, one sorted row per KV head (per-head eviction), of which
+        head h uses its first ``head_counts[h]`` entries when ``head_counts`` is given (heads
+        keeping different numbers: Ada-KV); build it with :meth:`per_heads`.
+    head_counts: ``[H_kv]`` entries of each row of a per-head ``index`` that count (None: all).
     keys, values: optional ``[H_kv, k, d]`` replacing the kept entries (e.g. LOOK-M's merged
         pairs); keys are post-RoPE, like the cache's.
     extra_keys, extra_values: optional ``[H_kv, e, d]`` entries appended after the kept ones
         (e.g. SparseVLM's recycled clusters). They count in the budget.
     scope: ``"chunk"`` (the index refers to the chunk's fed tokens) or ``"video"`` (to the
         layer's video entries: those held before the chunk, then the chunk's; a streaming
-        method re-selecting under a memory cap). Position reforging supports ``"chunk"`` only.
+        method re-selecting under a memory cap; per head: that head's own). Position reforging
+        supports ``"chunk"`` with one set for all heads only.
     """
 
     index: torch.Tensor
@@ -298,24 +344,66 @@ class LayerKeep:
     extra_keys: torch.Tensor | None = None
     extra_values: torch.Tensor | None = None
     scope: str = "chunk"
+    head_counts: list[int] | None = None
 
     def __post_init__(self):
         if self.scope not in ("chunk", "video"):
             raise ValueError(f"LayerKeep: scope must be 'chunk' or 'video', got {self.scope!r}")
         if (self.keys is None) != (self.values is None) or (self.extra_keys is None) != (self.extra_values is None):
             raise ValueError("LayerKeep: keys/values and extra_keys/extra_values come in pairs")
-        k = int(self.index.numel())
+        if self.index.dim() not in (1, 2):
+            raise ValueError(f"LayerKeep: index must be [k] or [H_kv, k], got shape {tuple(self.index.shape)}")
+        if self.head_counts is not None:
+            if self.index.dim() != 2 or len(self.head_counts) != self.index.shape[0]:
+                raise ValueError("LayerKeep: head_counts needs a per-head index with one row per count")
+            if self.keys is not None:
+                raise ValueError("LayerKeep: replacement KV needs every head to keep the same number of tokens")
+        k = int(self.index.shape[-1])
         if self.keys is not None and (self.keys.shape[-2] != k or self.values.shape[-2] != k):
             raise ValueError(f"LayerKeep: replacement KV holds {self.keys.shape[-2]} entries for {k} kept tokens")
+
+    @classmethod
+    def per_heads(cls, indices: list[torch.Tensor], **kw) -> "LayerKeep":
+        """One sorted index per KV head, any lengths: padded into ``[H_kv, max k]``."""
+        counts = [int(i.numel()) for i in indices]
+        width = max(counts) if counts else 0
+        index = torch.zeros(len(indices), width, dtype=torch.long)
+        for h, i in enumerate(indices):
+            index[h, : counts[h]] = i
+        return cls(index, head_counts=None if len(set(counts)) <= 1 else counts, **kw)
+
+    @property
+    def per_head(self) -> bool:
+        return self.index.dim() == 2
+
+    def head_index(self, head: int, num_heads: int) -> torch.Tensor:
+        """The sorted indices KV head ``head`` keeps ``[k_h]``."""
+        if not self.per_head:
+            return self.index
+        if self.index.shape[0] != num_heads:
+            raise ValueError(f"LayerKeep: a per-head index of {self.index.shape[0]} rows for {num_heads} KV heads")
+        row = self.index[head]
+        return row if self.head_counts is None else row[: self.head_counts[head]]
+
+    def counts(self) -> list[int]:
+        """Kept tokens per row (one row for a shared index)."""
+        if not self.per_head:
+            return [int(self.index.numel())]
+        if self.head_counts is not None:
+            return list(self.head_counts)
+        return [int(self.index.shape[1])] * int(self.index.shape[0])
 
     @property
     def num_extra(self) -> int:
         return 0 if self.extra_keys is None else int(self.extra_keys.shape[-2])
 
     @property
-    def num_entries(self) -> int:
-        """Cache entries this chunk leaves in the layer."""
-        return int(self.index.numel()) + self.num_extra
+    def num_entries(self) -> float | int:
+        """Cache entries this chunk leaves in the layer, per KV head (the mean over heads when
+        heads keep different numbers)."""
+        c = self.counts()
+        kept = c[0] if len(set(c)) == 1 else sum(c) / len(c)
+        return kept + self.num_extra
 
 
 @dataclass

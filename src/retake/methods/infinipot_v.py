@@ -20,8 +20,9 @@ are cut back to ``B`` at once:
   VaN score ``max + 1``: the same set). Should the TaR set alone exceed ``B``, its ``B`` best by
   VaN are kept.
 
-One index per layer (head-mean scores) instead of the authors' per-head indices (the cache is
-not ragged per head); grid positions are tracked per entry, where the authors reshape the
+Every KV head selects its own entries from its own scores (``head_selection="per_head"``, as the
+authors' per-head indices), or the layer keeps one set from head-mean scores (``"shared"``);
+grid positions are tracked per entry, where the authors reshape the
 compressed cache into pseudo-frames of ``P`` tokens (after the first compression a pseudo-frame
 no longer holds one token per grid position). Tokens outside the grid (Qwen3-VL's timestamps,
 LLaVA's newline) have no grid position: they are never chosen by TaR, only by VaN.
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import ChunkSpan, LayerKeep, LayerView, Method, VideoPlan
+from .scorer import HEAD_SELECTIONS
 
 
 def tar_scores(keys: torch.Tensor, positions: torch.Tensor, query: torch.Tensor, num_positions: int) -> torch.Tensor:
@@ -87,7 +89,7 @@ def infinipot_select(keys: torch.Tensor, values: torch.Tensor, steps: torch.Tens
 class InfiniPotV(Method):
     """tar_ratio: the TaR share of the cap (0: value norm alone). query_ratio: the newest steps'
     share that serves as TaR's query (always kept). cap: video entries per layer (None: the
-    budget, ``max_context`` minus the text)."""
+    budget, ``max_context`` minus the text). head_selection: "per_head" (the authors') or "shared"."""
 
     name = "infinipot_v"
     uses_guide = False
@@ -95,8 +97,11 @@ class InfiniPotV(Method):
     tar_ratio: float = 0.5
     query_ratio: float = 0.25
     cap: int | None = None
+    head_selection: str = "per_head"
 
     def __post_init__(self):
+        if self.head_selection not in HEAD_SELECTIONS:
+            raise ValueError(f"head_selection must be one of {', '.join(HEAD_SELECTIONS)}, got {self.head_selection!r}")
         if not 0 <= self.tar_ratio <= 1:
             raise ValueError(f"tar_ratio must be in [0, 1], got {self.tar_ratio}")
         if not 0 < self.query_ratio <= 1:
@@ -113,7 +118,9 @@ class InfiniPotV(Method):
         self.pos_of = torch.full((n,), -1, dtype=torch.long)
         grid = plan.grid_index()
         self.pos_of[grid.reshape(-1)] = torch.arange(grid.shape[1]).repeat(grid.shape[0])
-        self.held = [torch.zeros(0, dtype=torch.long) for _ in range(plan.num_layers)]
+        # per layer, the span offsets of the video entries held: one tensor per KV head (per_head)
+        # or one for the layer (shared)
+        self.held: list[list[torch.Tensor] | None] = [None] * plan.num_layers
         self.keeps: dict[int, LayerKeep | None] = {}
 
     def _fed(self, chunk: ChunkSpan) -> torch.Tensor:
@@ -122,15 +129,26 @@ class InfiniPotV(Method):
             idx = idx[self.plan.input_keep[chunk.token_start : chunk.token_end]]
         return idx
 
+    def _select(self, keys, values, offsets):
+        return infinipot_select(keys, values, self.step_of[offsets], self.pos_of[offsets], self.plan.tokens_per_step,
+                                self.limit, self.tar_ratio, self.query_ratio).cpu()
+
     def observe(self, view: LayerView) -> None:
-        layer = view.layer
-        offsets = torch.cat([self.held[layer], self._fed(view.chunk)])
-        if offsets.numel() <= self.limit:
+        layer, fed = view.layer, self._fed(view.chunk)
+        rows = 1 if self.head_selection == "shared" else view.key.shape[0]
+        held = self.held[layer] or [torch.zeros(0, dtype=torch.long)] * rows
+        offsets = [torch.cat([h, fed]) for h in held]
+        if max(o.numel() for o in offsets) <= self.limit:
             self.keeps[layer], self.held[layer] = None, offsets
             return
-        idx = infinipot_select(view.video_keys, view.video_values, self.step_of[offsets], self.pos_of[offsets],
-                               self.plan.tokens_per_step, self.limit, self.tar_ratio, self.query_ratio).cpu()
-        self.keeps[layer], self.held[layer] = LayerKeep(idx, scope="video"), offsets[idx]
+        if self.head_selection == "shared":
+            idx = self._select(view.video_keys, view.video_values, offsets[0])
+            self.keeps[layer], self.held[layer] = LayerKeep(idx, scope="video"), [offsets[0][idx]]
+            return
+        picks = [self._select(view.head_video_keys(h)[None], view.head_video_values(h)[None], o)
+                 for h, o in enumerate(offsets)]
+        self.keeps[layer] = LayerKeep.per_heads(picks, scope="video")
+        self.held[layer] = [o[i] for o, i in zip(offsets, picks)]
 
     def select(self, chunk: ChunkSpan):
         return [self.keeps.pop(layer) for layer in range(self.plan.num_layers)]

@@ -4,8 +4,9 @@ Cai et al., "PyramidKV: Dynamic KV Cache Compression based on Pyramidal Informat
 Funneling", arXiv 2406.02069 (https://arxiv.org/abs/2406.02069).
 
 Per chunk and layer the score is SnapKV's (:func:`retake.methods.snapkv.snapkv_scores`: the
-guide's last ``window`` queries' attention to the chunk, pooled, head mean, ``[n]``). Layer l
-keeps its top ``k_l`` tokens, ``k_l`` linear from the bottom layer to the top with mean
+guide's last ``window`` queries' attention to the chunk, pooled, mean over each KV head's
+query heads, ``[H_kv, n]``). Every KV head of layer l keeps its own top ``k_l`` tokens (or the
+layer one set, ``head_selection="shared"``), ``k_l`` linear from the bottom layer to the top with mean
 ``T = r * n`` (:func:`retake.methods.allocation.pyramidkv_counts`): top ``T / beta``, bottom
 ``2T - T / beta``; if the bottom would exceed n, it keeps n and the top ``2T - n``; integers
 in ``[1, n]`` summing to ``round(T * L)``.
@@ -35,5 +36,5 @@ class PyramidKV(SnapKV):
         if not self.beta >= 1:
             raise ValueError(f"beta must be >= 1, got {self.beta}")
 
-    def layer_counts(self, n: int) -> torch.Tensor:
-        return pyramidkv_counts(self.plan.num_layers, self.plan.keep_ratio, n, self.beta)
+    def layer_counts(self, scores, chunk) -> torch.Tensor:
+        return pyramidkv_counts(self.plan.num_layers, self.plan.keep_ratio, scores[0].shape[-1], self.beta)

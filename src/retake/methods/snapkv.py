@@ -12,8 +12,11 @@ including the input, ``w = min(window, g)``):
 - pooled along the token axis, per head: 1-D ``avgpool`` (or ``maxpool``) of ``kernel_size``,
   stride 1, ``kernel_size // 2`` zero padding (avgpool divides by the kernel size at the edges
   too, as the authors' ``F.avg_pool1d``);
-- averaged over the query heads (one kept set per layer, shared by its KV heads), ``[n]``;
-- every layer keeps its top ``round(r * n)`` tokens.
+- averaged over the query heads of each KV head (kvpress; the SnapKV authors' GQA issue 22),
+  ``[H_kv, n]``;
+- every KV head of every layer keeps its own top ``round(r * n)`` tokens (``head_selection=
+  "per_head"``, as the authors' code and kvpress), or the layer keeps one set, the top of the
+  mean over heads (``"shared"``).
 
 :func:`window_attention` (also FastV's and PyramidDrop's score, with w = 1) and
 :func:`snapkv_scores` (also PyramidKV's) are shared.
@@ -26,7 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import ChunkSpan, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
+from .base import LayerView
+from .scorer import HeadScorer, group_mean
 
 POOLINGS = ("avgpool", "maxpool")
 
@@ -46,21 +50,22 @@ def window_attention(view: LayerView, window: int) -> torch.Tensor:
 def pool_scores(scores: torch.Tensor, kernel_size: int, pooling: str) -> torch.Tensor:
     """SnapKV's pooling along the last (token) axis: ``[..., n] -> [..., n]``, stride 1,
     ``kernel_size // 2`` padding (zeros counted by avgpool; ignored by maxpool)."""
-    x = scores.reshape(-1, 1, scores.shape[-1]).float()
+    x = scores.reshape(-1, 1, scores.shape[-1]).to(torch.promote_types(scores.dtype, torch.float32))
     pool = F.avg_pool1d if pooling == "avgpool" else F.max_pool1d
     return pool(x, kernel_size, stride=1, padding=kernel_size // 2).reshape(scores.shape)
 
 
 def snapkv_scores(view: LayerView, window: int, kernel_size: int, pooling: str) -> torch.Tensor:
-    """SnapKV's score of the chunk's tokens in this layer, pooled per head then averaged over
-    the query heads: ``[n]``."""
-    return pool_scores(window_attention(view, window), kernel_size, pooling).mean(0)
+    """SnapKV's score of the chunk's tokens in this layer, pooled per query head then averaged
+    over each KV head's query heads: ``[H_kv, n]``."""
+    return group_mean(pool_scores(window_attention(view, window), kernel_size, pooling), view.key.shape[0])
 
 
 @dataclass
-class SnapKV(Method):
+class SnapKV(HeadScorer):
     """window: observation window, the guide's last ``window`` tokens (>= 1; SnapKV: 32).
-    kernel_size: odd pooling width (>= 1; SnapKV: 5). pooling: "avgpool" (SnapKV) or "maxpool"."""
+    kernel_size: odd pooling width (>= 1; SnapKV: 5). pooling: "avgpool" (SnapKV) or "maxpool".
+    head_selection: "per_head" (SnapKV) or "shared"."""
 
     name = "snapkv"
     window: int = 32
@@ -68,6 +73,7 @@ class SnapKV(Method):
     pooling: str = "avgpool"
 
     def __post_init__(self):
+        super().__post_init__()
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -75,23 +81,5 @@ class SnapKV(Method):
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
 
-    def begin(self, plan: VideoPlan) -> None:
-        super().begin(plan)
-        self.scores: dict[int, torch.Tensor] = {}
-        # nothing to compress: run exactly as `none` (no guide, no scoring)
-        self.uses_guide = self.observes = plan.keep_ratio < 1
-
-    def observe(self, view: LayerView) -> None:
-        self.scores[view.layer] = snapkv_scores(view, self.window, self.kernel_size, self.pooling).cpu()
-
-    def layer_counts(self, n: int) -> torch.Tensor:
-        """Kept tokens per layer for a chunk of n fed tokens, ``[L]``: the same in every layer."""
-        return torch.full((self.plan.num_layers,), budget_tokens(self.plan.keep_ratio, n), dtype=torch.long)
-
-    def select(self, chunk: ChunkSpan):
-        L = self.plan.num_layers
-        if self.plan.keep_ratio >= 1:
-            return [None] * L
-        scores = [self.scores.pop(l) for l in range(L)]
-        k = self.layer_counts(scores[0].shape[0])
-        return [topk_sorted(scores[l], int(k[l])) for l in range(L)]
+    def score(self, view: LayerView) -> torch.Tensor:
+        return snapkv_scores(view, self.window, self.kernel_size, self.pooling)

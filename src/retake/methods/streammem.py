@@ -97,6 +97,9 @@ class StreamMem(Method):
         if not bool(self.kept_steps.all()):
             plan.input_keep = self.kept_steps[self.step_of]
         self.keeps: dict[int, LayerKeep | None] = {}
+        # the memory never fills: run exactly as `none` (no proxy guide, no scoring)
+        fed = n if plan.input_keep is None else int(plan.input_keep.sum())
+        self.uses_guide = self.observes = fed > self.limit
 
     def observe(self, view: LayerView) -> None:
         layer, n, m = view.layer, view.num_chunk, view.num_video_held
@@ -122,4 +125,4 @@ class StreamMem(Method):
         self.keeps[layer] = LayerKeep(idx, extra_keys=pk, extra_values=pv, scope="video")
 
     def select(self, chunk: ChunkSpan):
-        return [self.keeps.pop(layer) for layer in range(self.plan.num_layers)]
+        return [self.keeps.pop(layer, None) for layer in range(self.plan.num_layers)]
