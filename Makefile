@@ -36,17 +36,22 @@ help: ## list the targets
 
 setup: $(STAMP) ## create .venv and install everything (idempotent)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[eval,test,cluster]"
+	@# kvpress is the tests' oracle for the text-LLM presses (tests/test_kvpress.py); it declares
+	@# transformers<5.3 but its press modules run under ours: installed without its dependencies,
+	@# plus the two its package import needs
+	$(BIN)/python -m pip install -q -c constraints.txt "cachetools>=5.5.2,<6" "fire>=0.6,<0.7"
+	$(BIN)/python -m pip install -q --no-deps kvpress==0.5.5
 ifneq ($(HAS_GPU),1)
 	@# CPU-only: the torchvision that lmms-eval pulls is a CUDA build that fails to import
 	@# beside CPU torch and then breaks transformers' imports; nothing here needs it.
 	$(BIN)/python -m pip uninstall -q -y torchvision || true
 endif
-	$(BIN)/python -c "import torch, transformers, lmms_eval, hydra, decord, av; print('installed: torch', torch.__version__, '| transformers', transformers.__version__)"
+	$(BIN)/python -c "import torch, transformers, lmms_eval, hydra, decord, av, kvpress.presses.snapkv_press; print('installed: torch', torch.__version__, '| transformers', transformers.__version__)"
 	touch $(STAMP)
 
 test: setup ## run the test suite (fast tests; < 15 min on 2 CPU cores)

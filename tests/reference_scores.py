@@ -65,7 +65,7 @@ def last_queries_to_chunk(v, w):
     K = v.key.shape[1]
     q = v.query[:, -w:].double()
     k = v.key.double().repeat_interleave(q.shape[0] // v.key.shape[0], 0)
-    visible = torch.arange(K)[None, :] <= K - w + torch.arange(w)[:, None]
+    visible = (torch.arange(K)[None, :] <= K - w + torch.arange(w)[:, None])[None] & v.held(q.shape[0])[:, None, :]
     att = torch.softmax((q @ k.transpose(-1, -2) * v.scaling).masked_fill(~visible, float("-inf")), -1)
     return att[:, :, v.cache_len : v.cache_len + v.n]
 
@@ -108,8 +108,18 @@ def snapkv_scores(views, rec, chunk):
         p = m.kernel_size // 2
         fill = torch.full((a.shape[0], p), 0.0 if m.pooling == "avgpool" else float("-inf"), dtype=a.dtype)
         windows = torch.cat([fill, a, fill], 1).unfold(1, m.kernel_size, 1)  # [H, n, kernel]
-        out.append((windows.mean(-1) if m.pooling == "avgpool" else windows.amax(-1)).mean(0))
+        pooled = windows.mean(-1) if m.pooling == "avgpool" else windows.amax(-1)
+        out.append(per_kv_head(pooled, v, m))
     return out
+
+
+def per_kv_head(s, v, m):
+    """``[H, n]`` per query head -> ``[H_kv, n]``, the mean over each KV head's query heads
+    (query head h reads KV head h // (H / H_kv)); one row ``[n]``, the mean over all, when the
+    method keeps one set per layer."""
+    Hkv = v.key.shape[0]
+    g = s.reshape(Hkv, s.shape[0] // Hkv, -1).mean(1)
+    return g.mean(0) if m.head_selection == "shared" else g
 
 
 # -- vlcache, fitprune, h2o, adakv -----------------------------------------------------------
@@ -120,7 +130,7 @@ def causal_rows(v, lo, hi):
     nq, nk = v.n + v.g, v.key.shape[1]
     k = v.key.double().repeat_interleave(v.query.shape[0] // v.key.shape[0], 0)
     logits = v.query[:, lo:hi].double() @ k.transpose(-1, -2) * v.scaling
-    visible = torch.arange(nk)[None, :] <= nk - nq + torch.arange(lo, hi)[:, None]
+    visible = (torch.arange(nk)[None, :] <= nk - nq + torch.arange(lo, hi)[:, None])[None] & v.held(k.shape[0])[:, None, :]
     return torch.softmax(logits.masked_fill(~visible, float("-inf")), -1)
 
 
@@ -156,10 +166,13 @@ def h2o_scores(views, rec, chunk):
     out = []
     for l in sorted(views):
         v = views[l]
-        s = chunk_cols(v, causal_rows(v, 0, v.n + v.g)).sum(1).mean(0)
+        s = chunk_cols(v, causal_rows(v, 0, v.n + v.g)).sum(1)  # [H, n]
+        if rec.inner.normalize:  # divided by the input queries that see the token
+            s = s / torch.arange(v.n + v.g, v.g, -1, dtype=s.dtype)
+        s = per_kv_head(s, v, rec.inner)
         recent = int(rec.inner.recent_share * kept_count(rec, v.n))
         if recent:
-            s[v.n - recent :] = float("inf")
+            s[..., v.n - recent :] = float("inf")
         out.append(s)
     return out
 
@@ -181,15 +194,29 @@ def adakv_scores(views, rec, chunk):
         else:
             padded = torch.nn.functional.pad(s, (pad, pad), value=float("-inf"))
             s = torch.stack([padded[:, j : j + m.kernel_size].amax(1) for j in range(v.n)], 1)
+        if m.head_selection == "per_head":  # each head its own top (its count: tests/test_adakv.py)
+            out.append(s)
+            continue
         b = kept_count(rec, v.n)
         flat = torch.argsort(s.reshape(-1), descending=True)[: Hkv * b] // v.n
         votes = torch.zeros(v.n, dtype=torch.float64)
         for h in range(Hkv):
             c = int((flat == h).sum())
-            bh = min(v.n, int((1 - m.floor_alpha) * c + int(m.floor_alpha * b) + 0.5))
+            bh = min(v.n, round((1 - m.floor_alpha) * c + int(m.floor_alpha * b)))  # halves to even
             votes[torch.argsort(s[h], descending=True)[:bh]] += 1
         out.append(2 * votes + s.amax(0))
     return out
+
+@reference("knorm")
+def knorm_scores(views, rec, chunk):
+    # minus the L2 norm of each chunk key, per KV head (or the mean over heads, shared)
+    out = []
+    for l in sorted(views):
+        v = views[l]
+        s = -v.chunk_keys.double().norm(dim=-1)  # [H_kv, n]
+        out.append(s.mean(0) if rec.inner.head_selection == "shared" else s)
+    return out
+
 
 # -- lookm, sparsevlm ------------------------------------------------------------------------
 
@@ -200,7 +227,7 @@ def input_attention_over_cache(v, q):
     K, nq = v.key.shape[1], q.shape[1]
     k = v.key.double().repeat_interleave(q.shape[0] // v.key.shape[0], 0)
     logits = q.double() @ k.transpose(-1, -2) * v.scaling
-    visible = torch.arange(K)[None, :] <= K - nq + torch.arange(nq)[:, None]
+    visible = (torch.arange(K)[None, :] <= K - nq + torch.arange(nq)[:, None])[None] & v.held(k.shape[0])[:, None, :]
     return torch.softmax(logits.masked_fill(~visible, float("-inf")), -1)
 
 
@@ -247,41 +274,47 @@ def video_entry_grid(plan, offsets):
 
 @reference("infinipot_v")
 def infinipot_v_scores(views, rec, chunk):
-    # score = ||v|| (mean over KV heads) + 1e6 for the query entries (the newest
-    # max(1, int(query_ratio T / P)) steps) and the tar_budget - |query| best by TaR, where
-    # TaR(e) = -mean_heads mean_{query j at e's grid position} cos(k_e, k_j); nothing
-    # compressed while the layer holds <= cap entries. The layer's video entries are tracked
+    # per KV head (or, shared, over the head mean): score = ||v|| + 1e6 for the query entries
+    # (the newest max(1, int(query_ratio T / P)) steps) and the tar_budget - |query| best by
+    # TaR, where TaR(e) = -mean_{query j at e's grid position} cos(k_e, k_j); nothing
+    # compressed while the layer holds <= cap entries. Each head's video entries are tracked
     # from the method's own earlier selections (rec.selected).
     m, plan = rec.inner, rec.plan
     span = plan.chunks[chunk]
     cap = m.cap if m.cap is not None else plan.max_context - plan.num_text_tokens
     held = rec.__dict__.setdefault("ref_held", {})
+    shared = m.head_selection == "shared"
     out = []
     for l in sorted(views):
         v = views[l]
-        offs = held.get(l, []) + list(range(span.token_start, span.token_end))
+        rows = 1 if shared else v.key.shape[0]
+        offs = [o + list(range(span.token_start, span.token_end)) for o in held.get(l, [[]] * rows)]
         keep = rec.selected[chunk][l]
-        if len(offs) <= cap:
+        if len(offs[0]) <= cap:
             assert keep is None, "compressed below the cap"
             held[l] = offs
             out.append(None)
             continue
-        T, P = len(offs), plan.tokens_per_step
-        steps, pos = video_entry_grid(plan, offs)
-        query = steps > int(steps.max()) - max(1, int(m.query_ratio * T / P))
-        k = v.video_keys.double()
-        kn = k / k.norm(dim=-1, keepdim=True)
-        cos = kn @ kn.transpose(-1, -2)  # [H, T, T]
-        partner = query[None, :] & (pos[None, :] == pos[:, None]) & (pos[:, None] >= 0)  # [e, j]
-        n_p = partner.sum(1)
-        tar = -((cos * partner).sum(-1) / n_p.clamp(min=1)).mean(0)
-        tar[(n_p == 0) | query] = float("-inf")
-        forced = query.clone()
-        extra = min(max(0, cap - round((1 - m.tar_ratio) * cap) - int(query.sum())), int(torch.isfinite(tar).sum()))
-        if extra and m.tar_ratio > 0:
-            forced[tar.topk(extra).indices] = True
-        out.append(v.video_values.double().norm(dim=-1).mean(0) + 1e6 * forced)
-        held[l] = [offs[i] for i in keep.index.tolist()]
+        scores = []
+        for h in range(rows):
+            T, P = len(offs[h]), plan.tokens_per_step
+            steps, pos = video_entry_grid(plan, offs[h])
+            query = steps > int(steps.max()) - max(1, int(m.query_ratio * T / P))
+            k = (v.video_keys if shared else v.video_keys[h : h + 1]).double()
+            kn = k / k.norm(dim=-1, keepdim=True)
+            cos = kn @ kn.transpose(-1, -2)  # [heads, T, T]
+            partner = query[None, :] & (pos[None, :] == pos[:, None]) & (pos[:, None] >= 0)  # [e, j]
+            n_p = partner.sum(1)
+            tar = -((cos * partner).sum(-1) / n_p.clamp(min=1)).mean(0)
+            tar[(n_p == 0) | query] = float("-inf")
+            forced = query.clone()
+            extra = min(max(0, cap - round((1 - m.tar_ratio) * cap) - int(query.sum())), int(torch.isfinite(tar).sum()))
+            if extra and m.tar_ratio > 0:
+                forced[tar.topk(extra).indices] = True
+            vals = v.video_values if shared else v.video_values[h : h + 1]
+            scores.append(vals.double().norm(dim=-1).mean(0) + 1e6 * forced)
+        out.append(scores[0] if shared else torch.stack(scores))
+        held[l] = [[offs[h][i] for i in keep.head_index(h, rows).tolist()] for h in range(rows)]
     return out
 
 

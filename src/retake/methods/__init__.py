@@ -16,6 +16,7 @@ from .fitprune import FitPrune
 from .flexselect import FlexSelect
 from .h2o import H2O
 from .infinipot_v import InfiniPotV
+from .knorm import Knorm
 from .lookm import LookM
 from .none import NoCompression
 from .pyramiddrop import PyramidDrop
@@ -44,6 +45,7 @@ METHODS: dict[str, type[Method]] = {
     FitPrune.name: FitPrune,
     H2O.name: H2O,
     AdaKV.name: AdaKV,
+    Knorm.name: Knorm,
     # -- lookm, sparsevlm
     LookM.name: LookM,
     SparseVLM.name: SparseVLM,
