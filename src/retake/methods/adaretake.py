@@ -17,13 +17,14 @@ from dataclasses import dataclass
 import torch
 
 from .allocation import layer_counts_adaptive, layer_counts_even, temporal_ratios
-from .base import ChunkSpan, LayerView, Method, VideoPlan, topk_sorted
+from .base import ChunkSpan, LayerView, VideoPlan, topk_sorted
+from .scorer import Scorer
 
 LAYER_ALLOCATIONS = ("adaptive", "even")
 
 
 @dataclass
-class AdaReTaKe(Method):
+class AdaReTaKe(Scorer):
     """temporal_allocation: chunk ratios from frame redundancy (False: every chunk gets r).
     layer_allocation: "adaptive" (global top-B over layers) or "even".
     r_min: lower bound of a chunk's ratio. w_min: weight every layer gets (>= 0)."""
@@ -42,26 +43,23 @@ class AdaReTaKe(Method):
         if self.w_min < 0:
             raise ValueError(f"w_min must be >= 0, got {self.w_min}")
 
-    def begin(self, plan: VideoPlan) -> None:
-        super().begin(plan)
+    def compresses(self, plan: VideoPlan) -> bool:
         if self.temporal_allocation:
             self.chunk_ratios = temporal_ratios(plan, self.r_min)
         else:
             self.chunk_ratios = torch.full((len(plan.chunks),), plan.keep_ratio, dtype=torch.float64)
-        self.scores: dict[int, torch.Tensor] = {}
-        # nothing to compress: run exactly as `none` (no guide, no scoring)
-        self.uses_guide = self.observes = bool((self.chunk_ratios < 1).any())
+        return bool((self.chunk_ratios < 1).any())
 
-    def observe(self, view: LayerView) -> None:
+    def score(self, view: LayerView) -> torch.Tensor:
         # [H, g, n] -> sum over guide queries, mean over heads -> [n]
-        self.scores[view.layer] = view.guide_attention().sum(1).mean(0).cpu()
+        return view.guide_attention().sum(1).mean(0)
 
     def counts(self, scores: torch.Tensor, ratio: float) -> torch.Tensor:
         if self.layer_allocation == "even":
             return layer_counts_even(scores.shape[0], ratio, scores.shape[1])
         return layer_counts_adaptive(scores, ratio, self.w_min)
 
-    def select(self, chunk: ChunkSpan):
+    def keeps(self, chunk: ChunkSpan):
         ratio = float(self.chunk_ratios[chunk.index])
         L = self.plan.num_layers
         if ratio >= 1:

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import ChunkSpan, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
+from .base import ChunkSpan, LayerView, VideoPlan, budget_tokens, topk_sorted
+from .scorer import Scorer
 from .snapkv import window_attention
 
 
 @dataclass
-class FastV(Method):
+class FastV(Scorer):
     """k: FastV's K (>= 1, at most the model's layer count; FastV: 2): the score is the
     attention map of the K-th layer (0-based index k - 1)."""
 
@@ -37,18 +38,13 @@ class FastV(Method):
         if self.k > plan.num_layers:
             raise ValueError(f"k must be in [1, {plan.num_layers}] for a {plan.num_layers}-layer model, got {self.k}")
         super().begin(plan)
-        self.score: torch.Tensor | None = None
-        # nothing to compress: run exactly as `none` (no guide, no scoring)
-        self.uses_guide = self.observes = plan.keep_ratio < 1
 
-    def observe(self, view: LayerView) -> None:
-        if view.layer == self.k - 1:
-            self.score = window_attention(view, 1).mean(0).cpu()  # [H, n] -> [n]
+    def score(self, view: LayerView) -> torch.Tensor | None:
+        if view.layer != self.k - 1:
+            return None
+        return window_attention(view, 1).mean(0)  # [H, n] -> [n]
 
-    def select(self, chunk: ChunkSpan):
-        L = self.plan.num_layers
-        if self.plan.keep_ratio >= 1:
-            return [None] * L
-        score, self.score = self.score, None
+    def keeps(self, chunk: ChunkSpan):
+        score = self.scores.pop(self.k - 1)
         keep = topk_sorted(score, budget_tokens(self.plan.keep_ratio, score.shape[0]))
-        return [keep] * L
+        return [keep] * self.plan.num_layers

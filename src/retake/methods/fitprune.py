@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from .allocation import input_attention_blocks, round_half_up
-from .base import ChunkSpan, LayerView, Method, VideoPlan, topk_sorted
+from .base import ChunkSpan, LayerView, VideoPlan, topk_sorted
+from .scorer import Scorer
 
 
 def mass_ranks(mass: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +71,7 @@ def fit_counts(cross: torch.Tensor, self_mass: torch.Tensor, total: int) -> tupl
 
 
 @dataclass
-class FitPrune(Method):
+class FitPrune(Scorer):
     """query_block: input queries per block when computing the attention (>= 1)."""
 
     name = "fitprune"
@@ -82,10 +83,7 @@ class FitPrune(Method):
 
     def begin(self, plan: VideoPlan) -> None:
         super().begin(plan)
-        self.cross: dict[int, torch.Tensor] = {}
         self.self_mass: dict[int, torch.Tensor] = {}
-        # nothing to compress: run exactly as `none` (no guide, no scoring)
-        self.uses_guide = self.observes = plan.keep_ratio < 1
 
     def head_max_mass(self, view: LayerView, start: int, stop: int) -> torch.Tensor:
         """``sum_{i in [start, stop)} max_h A[h, i, chunk]``: ``[n]``."""
@@ -95,18 +93,17 @@ class FitPrune(Method):
             out += att[:, :, c : c + n].amax(0).sum(0)
         return out
 
-    def observe(self, view: LayerView) -> None:
+    def score(self, view: LayerView) -> torch.Tensor:
+        """The cross mass (guide rows); the self mass (chunk rows) is kept beside it."""
         n, g = view.num_chunk, view.num_guide
         if g == 0:
             raise RuntimeError("fitprune needs the guide (uses_guide=True) but none was given")
         self.self_mass[view.layer] = self.head_max_mass(view, 0, n).cpu()
-        self.cross[view.layer] = self.head_max_mass(view, n, n + g).cpu()
+        return self.head_max_mass(view, n, n + g)
 
-    def select(self, chunk: ChunkSpan):
+    def keeps(self, chunk: ChunkSpan):
         L = self.plan.num_layers
-        if self.plan.keep_ratio >= 1:
-            return [None] * L
-        cross = torch.stack([self.cross.pop(l) for l in range(L)])  # [L, n]
+        cross = torch.stack([self.scores.pop(l) for l in range(L)])  # [L, n]
         self_mass = torch.stack([self.self_mass.pop(l) for l in range(L)])
         n = cross.shape[1]
         total = int(round_half_up(self.plan.keep_ratio * n * L))

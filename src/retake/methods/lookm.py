@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import ChunkSpan, LayerKeep, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
+from .base import ChunkSpan, LayerKeep, LayerView, budget_tokens, topk_sorted
+from .scorer import Scorer
 
 
 def pivot_merge(keys: torch.Tensor, values: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +56,7 @@ def pivot_merge(keys: torch.Tensor, values: torch.Tensor, keep: torch.Tensor) ->
 
 
 @dataclass
-class LookM(Method):
+class LookM(Scorer):
     """query_block: input queries per block when accumulating the received attention (>= 1);
     a block holds ``[H, query_block, K]`` fp32 (K = the whole cache: ~235 MB at 28 heads, 16K)."""
 
@@ -66,22 +67,13 @@ class LookM(Method):
         if self.query_block < 1:
             raise ValueError(f"query_block must be >= 1, got {self.query_block}")
 
-    def begin(self, plan: VideoPlan) -> None:
-        super().begin(plan)
-        self.keeps: dict[int, LayerKeep] = {}
-        # nothing to compress: run exactly as `none` (no guide, no scoring)
-        self.uses_guide = self.observes = plan.keep_ratio < 1
-
     def observe(self, view: LayerView) -> None:
         n, c = view.num_chunk, view.cache_len
         # [H, K] received attention over the whole cache + causal input -> chunk columns, head mean
         score = view.received_attention(view.query, view.key, causal=True, block=self.query_block)[:, c : c + n].mean(0)
         keep = topk_sorted(score, budget_tokens(self.plan.keep_ratio, n)).to(view.key.device)
-        keys, values = pivot_merge(view.chunk_keys, view.chunk_values, keep)
-        self.keeps[view.layer] = LayerKeep(keep.cpu(), keys=keys, values=values)
+        keys, values = pivot_merge(view.chunk_keys, view.chunk_values, keep)  # merged while the chunk's KV is at hand
+        self.scores[view.layer] = LayerKeep(keep.cpu(), keys=keys, values=values)
 
-    def select(self, chunk: ChunkSpan):
-        L = self.plan.num_layers
-        if self.plan.keep_ratio >= 1:
-            return [None] * L
-        return [self.keeps.pop(l) for l in range(L)]
+    def keeps(self, chunk: ChunkSpan):
+        return [self.scores.pop(l) for l in range(self.plan.num_layers)]

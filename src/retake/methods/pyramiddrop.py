@@ -21,12 +21,13 @@ from dataclasses import dataclass
 import torch
 
 from .allocation import pyramiddrop_counts, stage_starts
-from .base import ChunkSpan, LayerView, Method, VideoPlan, topk_sorted
+from .base import ChunkSpan, LayerView, VideoPlan, topk_sorted
+from .scorer import Scorer
 from .snapkv import window_attention
 
 
 @dataclass
-class PyramidDrop(Method):
+class PyramidDrop(Scorer):
     """stages: number of equal layer stages (>= 1, at most the layer count; PyramidDrop: 4).
     lam: each stage keeps ``lam`` of the previous stage's tokens (in (0, 1]; PyramidDrop: 0.5)."""
 
@@ -43,18 +44,14 @@ class PyramidDrop(Method):
     def begin(self, plan: VideoPlan) -> None:
         self.starts = stage_starts(plan.num_layers, self.stages)  # ValueError if stages > L
         super().begin(plan)
-        self.scores: dict[int, torch.Tensor] = {}
-        # nothing to compress: run exactly as `none` (no guide, no scoring)
-        self.uses_guide = self.observes = plan.keep_ratio < 1
 
-    def observe(self, view: LayerView) -> None:
-        if view.layer in self.starts:
-            self.scores[view.layer] = window_attention(view, 1).mean(0).cpu()  # [H, n] -> [n]
+    def score(self, view: LayerView) -> torch.Tensor | None:
+        if view.layer not in self.starts:
+            return None
+        return window_attention(view, 1).mean(0)  # [H, n] -> [n]
 
-    def select(self, chunk: ChunkSpan):
+    def keeps(self, chunk: ChunkSpan):
         L = self.plan.num_layers
-        if self.plan.keep_ratio >= 1:
-            return [None] * L
         n = self.scores[0].shape[0]
         counts = pyramiddrop_counts(L, self.stages, self.lam, self.plan.keep_ratio, n)
         ends = self.starts[1:] + [L]

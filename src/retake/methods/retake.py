@@ -23,7 +23,8 @@ import torch
 
 from ..rope import unapply_rope
 from .allocation import adjacent_distances
-from .base import ChunkSpan, LayerView, Method, VideoPlan, budget_tokens, topk_sorted
+from .base import ChunkSpan, LayerView, VideoPlan, budget_tokens, topk_sorted
+from .scorer import Scorer
 
 
 def token_distances(tokens: torch.Tensor) -> torch.Tensor:
@@ -59,7 +60,7 @@ def keyframe_mask(d: torch.Tensor, peak: torch.Tensor, rho: float) -> torch.Tens
 
 
 @dataclass
-class ReTaKe(Method):
+class ReTaKe(Scorer):
     """keyframe_ratio: rho in (0, 1] (1.0 drops nothing, as the authors run it).
     pivot_bonus: added to the PivotKV score of DPSelect pivot tokens (the paper adds the mask).
     query_block: chunk queries per block when accumulating the chunk self-attention."""
@@ -80,7 +81,6 @@ class ReTaKe(Method):
             raise ValueError(f"query_block must be >= 1, got {self.query_block}")
 
     def begin(self, plan: VideoPlan) -> None:
-        super().begin(plan)
         idx = plan.grid_index()  # [T, P] span offsets of each step's grid tokens
         flat = idx.reshape(-1)
         d = plan.token_distances()  # = token_distances(features[idx]), a block of steps at a time
@@ -94,22 +94,20 @@ class ReTaKe(Method):
         self.pivot_tokens, self.fed_tokens = pivot, keep
         # the video budget r * N_v over the tokens actually fed
         self.ratio = min(1.0, plan.keep_ratio * plan.num_video_tokens / max(1, int(keep.sum())))
-        self.scores: dict[int, torch.Tensor] = {}
+        super().begin(plan)
 
-    def observe(self, view: LayerView) -> None:
-        if self.ratio >= 1:
-            return
+    def compresses(self, plan: VideoPlan) -> bool:
+        return self.ratio < 1
+
+    def score(self, view: LayerView) -> torch.Tensor:
         n = view.num_chunk
         cos, sin = view.rope()
         q = unapply_rope(view.chunk_queries.float(), cos[:n].float(), sin[:n].float())
         k = unapply_rope(view.chunk_keys.float(), cos[:n].float(), sin[:n].float())
-        self.scores[view.layer] = view.received_attention(q, k, block=self.query_block).mean(0).cpu()
+        return view.received_attention(q, k, block=self.query_block).mean(0)
 
-    def select(self, chunk: ChunkSpan):
-        L = self.plan.num_layers
-        if self.ratio >= 1:
-            return [None] * L
+    def keeps(self, chunk: ChunkSpan):
         fed = self.fed_tokens[chunk.token_start : chunk.token_end]
         bonus = self.pivot_bonus * self.pivot_tokens[chunk.token_start : chunk.token_end][fed].float()
         k = budget_tokens(self.ratio, int(fed.sum()))
-        return [topk_sorted(self.scores.pop(l) + bonus, k) for l in range(L)]
+        return [topk_sorted(self.scores.pop(l) + bonus, k) for l in range(self.plan.num_layers)]

@@ -48,12 +48,15 @@ class Scorer(Method):
         """Whether this video needs compressing at all (default: the budget bites, r < 1)."""
         return plan.keep_ratio < 1
 
-    def score(self, view: LayerView) -> torch.Tensor:
-        """The layer's score of the chunk's fed tokens: ``[n]``, or ``[H_kv, n]`` per KV head."""
+    def score(self, view: LayerView) -> torch.Tensor | None:
+        """The layer's score of the chunk's fed tokens: ``[n]``, or ``[H_kv, n]`` per KV head
+        (None: this layer scores nothing, e.g. FastV's layers other than its K-th)."""
         raise NotImplementedError
 
     def observe(self, view: LayerView) -> None:
-        self.scores[view.layer] = self.score(view).cpu()
+        s = self.score(view)
+        if s is not None:
+            self.scores[view.layer] = s.cpu()
 
     def layer_counts(self, scores: list[torch.Tensor], chunk: ChunkSpan) -> list[int]:
         """Tokens each layer keeps of this chunk (default ``round(r * n)`` everywhere)."""
@@ -65,13 +68,17 @@ class Scorer(Method):
         return topk_sorted(score, k)
 
     def select(self, chunk: ChunkSpan):
-        L = self.plan.num_layers
         if not self.active:
             self.scores.clear()
-            return [None] * L
-        scores = [self.scores.pop(layer) for layer in range(L)]
+            return [None] * self.plan.num_layers
+        return self.keeps(chunk)
+
+    def keeps(self, chunk: ChunkSpan) -> list:
+        """Every layer's selection for this chunk, from the scores its layers wrote (default:
+        each layer's top ``layer_counts``)."""
+        scores = [self.scores.pop(layer) for layer in range(self.plan.num_layers)]
         counts = self.layer_counts(scores, chunk)
-        return [self.keep(layer, scores[layer], int(counts[layer])) for layer in range(L)]
+        return [self.keep(layer, scores[layer], int(counts[layer])) for layer in range(len(scores))]
 
 
 @dataclass

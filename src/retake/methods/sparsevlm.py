@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import torch
 
 from .allocation import input_attention_blocks
-from .base import ChunkSpan, LayerKeep, LayerView, Method, VideoPlan, budget_tokens
+from .base import ChunkSpan, LayerKeep, LayerView, VideoPlan, budget_tokens
+from .scorer import Scorer
 
 
 CLUSTER_COUNTS = ("pruned", "recycled")
@@ -106,7 +107,7 @@ def raters(attn: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class SparseVLM(Method):
+class SparseVLM(Scorer):
     """recycle_ratio: share of the pruned tokens (the best-scored) that are recycled, in [0, 1].
     cluster_size: pruned tokens per cluster, >= 1: clusters = ceil(pruned / cluster_size) (at most
     the recycled count), as the spec says.
@@ -132,10 +133,7 @@ class SparseVLM(Method):
 
     def begin(self, plan: VideoPlan) -> None:
         super().begin(plan)
-        self.keeps: dict[int, LayerKeep] = {}
         self.raters: dict[int, torch.Tensor] = {}  # layer -> bool [g] of the latest chunk, for inspection
-        # nothing to compress: run exactly as `none` (no guide, no scoring)
-        self.uses_guide = self.observes = plan.keep_ratio < 1
 
     def observe(self, view: LayerView) -> None:
         if view.num_guide == 0:
@@ -150,16 +148,13 @@ class SparseVLM(Method):
         order = torch.sort(score, descending=True, stable=True).indices
         keep = order[:kept].sort().values
         if c == 0:
-            self.keeps[view.layer] = LayerKeep(keep.cpu())
+            self.scores[view.layer] = LayerKeep(keep.cpu())
             return
         recycled = order[kept : kept + m]
         keys, values = view.chunk_keys[:, recycled].float(), view.chunk_values[:, recycled].float()
         assign = dpc_knn(keys.transpose(0, 1).reshape(m, -1), c)
         extra_k, extra_v = cluster_means(keys, values, assign, c)
-        self.keeps[view.layer] = LayerKeep(keep.cpu(), extra_keys=extra_k, extra_values=extra_v)
+        self.scores[view.layer] = LayerKeep(keep.cpu(), extra_keys=extra_k, extra_values=extra_v)
 
-    def select(self, chunk: ChunkSpan):
-        L = self.plan.num_layers
-        if self.plan.keep_ratio >= 1:
-            return [None] * L
-        return [self.keeps.pop(l) for l in range(L)]
+    def keeps(self, chunk: ChunkSpan):
+        return [self.scores.pop(l) for l in range(self.plan.num_layers)]

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 import torch
 
 from .allocation import input_attention_blocks, proportional_ratios, round_half_up
-from .base import ChunkSpan, LayerView, Method, VideoPlan, topk_sorted
+from .base import ChunkSpan, LayerView, VideoPlan
+from .scorer import Scorer
 
 
 @dataclass
-class VLCache(Method):
+class VLCache(Scorer):
     """threshold: an attention entry is sparse below ``threshold`` x its row maximum, in (0, 1).
     min_layer_ratio: lower clip of a layer's keep ratio, in (0, 1].
     query_block: guide queries per block when computing the guide's attention (>= 1)."""
@@ -46,12 +47,9 @@ class VLCache(Method):
 
     def begin(self, plan: VideoPlan) -> None:
         super().begin(plan)
-        self.scores: dict[int, torch.Tensor] = {}
         self.sparsity: dict[int, float] = {}
-        # nothing to compress: run exactly as `none` (no guide, no scoring)
-        self.uses_guide = self.observes = plan.keep_ratio < 1
 
-    def observe(self, view: LayerView) -> None:
+    def score(self, view: LayerView) -> torch.Tensor:
         n, g, c = view.num_chunk, view.num_guide, view.cache_len
         if g == 0:
             raise RuntimeError("vlcache needs the guide (uses_guide=True) but none was given")
@@ -64,19 +62,15 @@ class VLCache(Method):
             score += att[:, :, c : c + n].sum(1)
         visible = sum(nk - nq + i + 1 for i in range(n, nq))  # entries guide query i may see
         self.sparsity[view.layer] = float(1 - dense.mean() / visible)
-        self.scores[view.layer] = score.mean(0).cpu()
+        return score.mean(0)
 
     def layer_ratios(self, sparsity: torch.Tensor) -> torch.Tensor:
         """``[L]`` sparsities -> ``[L]`` keep ratios ∝ (1 - sparsity), clipped, mean r."""
         return proportional_ratios(1 - sparsity, self.plan.keep_ratio, self.min_layer_ratio, 1.0)
 
-    def select(self, chunk: ChunkSpan):
-        L = self.plan.num_layers
-        if self.plan.keep_ratio >= 1:
-            return [None] * L
-        scores = torch.stack([self.scores.pop(l) for l in range(L)])  # [L, n]
+    def layer_counts(self, scores, chunk: ChunkSpan) -> torch.Tensor:
+        L = len(scores)
         self.last_sparsity = torch.tensor([self.sparsity.pop(l) for l in range(L)], dtype=torch.float64)
         self.last_ratios = self.layer_ratios(self.last_sparsity)
-        n = scores.shape[1]
-        k = round_half_up(self.last_ratios * n).clamp(1, n)
-        return [topk_sorted(scores[l], int(k[l])) for l in range(L)]
+        n = scores[0].shape[0]
+        return round_half_up(self.last_ratios * n).clamp(1, n)
