@@ -176,3 +176,25 @@ def test_an_instance_runs_again(arch, adapters, short, name):
         out = Engine(ad, cfg).run(inputs, prompt, m)
         ref = Engine(ad, cfg).run(inputs, prompt, get_method(name))
         assert torch.equal(out.first_logits, ref.first_logits) and out.kv_tokens_per_layer == ref.kv_tokens_per_layer
+
+
+def test_answers_report_entries_per_head(adapters, video_path):
+    """What `retake ask --json` and a predictions line report for a method whose heads keep
+    different numbers: the mean per head, the fullest head, the bytes actually held."""
+    from retake.harness.lmms_model import measurements
+    from retake.pipeline import SamplingConfig, answer_question
+
+    ad = adapters["qwen2_vl"]
+    sampling = SamplingConfig(fps=2.0, max_frames=16, max_long_side=84)
+    ask = lambda budget: answer_question(ad, video_path, "What happens?", get_method("adakv"), sampling,  # noqa: E731
+                                         EngineConfig(chunk_frames=4, max_context=budget, max_new_tokens=2))
+    full = ask(10**6)
+    res = ask(full["text_tokens"] + int(0.3 * full["video_tokens"]))
+    mean, top = res["kv_tokens_per_layer"], res["kv_tokens_per_layer_max_head"]
+    assert len(mean) == len(top) == ad.num_layers and all(m <= t for m, t in zip(mean, top))
+    assert any(m < t for m, t in zip(mean, top))  # some layer's heads hold different numbers
+    cfg = ad.model.config.get_text_config()
+    per_entry = 2 * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 4  # K and V, fp32, all heads
+    assert res["kv_cache_bytes"] == pytest.approx(sum(mean) * per_entry)
+    m = measurements(res)
+    assert m["kv_tokens_max_head"] == max(top) and m["kv_tokens_mean"] == pytest.approx(sum(mean) / len(mean))

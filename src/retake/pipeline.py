@@ -354,7 +354,10 @@ def answer_question(
         "full_video_tokens": full_video_tokens,
         "achieved_keep_ratio": sum(kept) / len(kept) / full_video_tokens if kept and full_video_tokens else None,
         "kept_video_tokens_per_layer": kept,
+        # entries per KV head after prefill (the mean over a layer's heads, where methods keep a set
+        # per head) and each layer's fullest head; the bytes held, counted per head
         "kv_tokens_per_layer": out.kv_tokens_per_layer,
+        "kv_tokens_per_layer_max_head": out.kv_tokens_per_layer_max_head,
         "kv_cache_bytes": out.kv_cache_bytes,
         "generated_tokens": len(out.tokens),
         "question_mode": mode,

@@ -322,6 +322,8 @@ def measurements(result: dict) -> dict:
     kv = result.get("kv_tokens_per_layer") or []
     kept = result.get("kept_video_tokens_per_layer") or []
     out["kv_tokens_mean"] = sum(kv) / len(kv) if kv else None
+    heads = result.get("kv_tokens_per_layer_max_head") or []
+    out["kv_tokens_max_head"] = max(heads) if heads else None  # the fullest KV head of any layer
     out["kept_video_tokens_mean"] = sum(kept) / len(kept) if kept else None
     out["kv_bytes_per_layer"] = result["kv_cache_bytes"] / len(kv) if kv and result.get("kv_cache_bytes") is not None else None
     return out

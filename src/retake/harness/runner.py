@@ -539,7 +539,8 @@ def efficiency(records: list[dict], timing: dict | None) -> dict:
         "kept_video_tokens_per_layer": _summary(col("kept_video_tokens_mean"), "mean", "total"),
         "video_tokens": _summary(col("full_video_tokens") if any(col("full_video_tokens")) else col("video_tokens"),
                                  "mean", "total"),
-        "kv_tokens_per_layer": _summary(col("kv_tokens_mean"), "mean", "max"),
+        "kv_tokens_per_layer": _summary(col("kv_tokens_mean"), "mean", "max"),  # per KV head, mean over heads
+        "kv_tokens_max_head": _summary(col("kv_tokens_max_head"), "mean", "max"),  # the fullest head of any layer
         "kv_bytes_per_layer": _summary(col("kv_bytes_per_layer"), "mean", "max"),
         "kv_cache_bytes": _summary(col("kv_cache_bytes"), "mean", "max"),  # all layers, after prefill
         # the cache's largest size during prefill (one chunk and the guide in it)
