@@ -14,7 +14,8 @@ at full frames, then every method at keep ratios of about 0.05, 0.1 and 0.25 of 
 tokens, the ``uniform`` frames baseline at the same budgets included, and every method once
 more at r = 0.1 with the question withheld while the video is compressed (``run.question_mode
 =unknown``, the same budget: ``engine.question_tokens`` is the question's own length); a table
-and a plot of accuracy vs budget.
+and a plot of accuracy vs budget; then the methods that keep a token set per KV head (as their
+references) against the same methods keeping one set per layer (``head_selection=shared``).
 
 Part 3, streaming: the question-unknown methods at one fixed memory cap (the r = 0.1 budget of
 the whole video) on the needle videos sampled to 16, 32 and 64 frames, against no compression:
@@ -37,8 +38,10 @@ import warnings
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = ("videomme", "mlvu_dev", "longvideobench_val", "lvbench")
 METHODS = "none,uniform,adaretake,retake,fastv,pyramiddrop,snapkv"
-NEEDLE_METHODS = ("uniform,random,downsample,adaretake,retake,fastv,pyramiddrop,vlcache,fitprune,lookm,sparsevlm,snapkv,h2o,"
-                  "flexselect,adaptoken,vidcom2,evs,fastvid,infinipot_v,streammem")
+NEEDLE_METHODS = ("uniform,random,downsample,adaretake,retake,fastv,pyramiddrop,vlcache,fitprune,lookm,sparsevlm,snapkv,"
+                  "pyramidkv,h2o,adakv,knorm,flexselect,adaptoken,vidcom2,evs,fastvid,infinipot_v,streammem")
+# methods whose reference keeps a set per KV head: part 2 runs them with head_selection=shared too
+HEAD_METHODS = ("snapkv", "pyramidkv", "h2o", "adakv", "knorm", "infinipot_v")
 STREAMING_METHODS = "infinipot_v,streammem"
 UNKNOWN_RATIO = 0.1  # the budget of the "question unknown" column
 NEEDLE_MODEL = os.path.join(ROOT, "checkpoints", "needle_qwen2_5_vl")
@@ -158,8 +161,14 @@ def main() -> int:
     cells = [["method=none", "engine.max_context=100000", *common]]
     cells += [[f"method={m}", f"engine.max_context={c}", *common] for c in budgets.values() for m in needle_methods]
     cells += [[f"method={m}", f"engine.max_context={budgets[UNKNOWN_RATIO]}", *common, *unknown] for m in needle_methods]
+    heads = [m for m in needle_methods if m in HEAD_METHODS]
+    cells += [[f"method={m}", "method.params.head_selection=shared", f"engine.max_context={c}", *common]
+              for c in budgets.values() for m in heads]
     elapsed = run_cells(cells, "part 2 cells")
     runs = collect(needle_runs)
+    selection = runs["method_params/head_selection"] if "method_params/head_selection" in runs else None
+    shared = runs[selection == "shared"] if selection is not None else runs.iloc[0:0]
+    runs = runs[selection != "shared"] if selection is not None else runs
     known = runs[runs["question_mode"] != "unknown"]
     blind = runs[runs["question_mode"] == "unknown"].set_index("method")
     full = runs[runs["method"] == "none"]["score"]
@@ -181,6 +190,16 @@ def main() -> int:
     print("keep: the video keep ratio achieved (whole tokens per chunk and layer; uniform: whole frames); "
           f"r={UNKNOWN_RATIO} unknown: the question withheld while the video is compressed (guided methods read the "
           "chat template's tokens instead), same budget; prefill s: per sample, mean over the budgets")
+    if heads:
+        print(f"\nper KV head (each head keeps its own tokens, as the methods' references) vs shared (one set per "
+              f"layer, the head-mean score); accuracy in %, the same budgets\n")
+        rows = []
+        for m in heads:
+            per = known[known["method"] == m].set_index("max_context")["score"]
+            one = shared[shared["method"] == m].set_index("max_context")["score"]
+            rows.append([m, *[x for c in budgets.values() for x in
+                              (f"{per[c]:.1f}" if c in per.index else "-", f"{one[c]:.1f}" if c in one.index else "-")]])
+        print_table(["method", *[x for r in budgets for x in (f"r={r} per head", "shared")]], rows)
     plots = plot_accuracy(known, os.path.join(out, "plots"), log=lambda _: None)  # (none: the reference line)
     print(f"\n{len(cells)} cells in {elapsed:.0f} s under {needle_runs}; plot: {', '.join(map(str, plots))}")
     print(f"tables from any runs folder: python scripts/make_tables.py --runs {needle_runs} --paper results/paper --out {out}/tables")

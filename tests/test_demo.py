@@ -20,7 +20,7 @@ pytestmark = pytest.mark.xdist_group("demo")
 def run_demo(out) -> str:
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "demo.py"), "--out", str(out), "--methods", "none,adaretake",
            "--datasets", "videomme,lvbench", "--videos", "2", "--frames", "32", "--max-context", "500",
-           "--needle-methods", "uniform,adaretake", "--needle-samples", "4", "--streaming-methods", "infinipot_v",
+           "--needle-methods", "uniform,adaretake,snapkv", "--needle-samples", "4", "--streaming-methods", "infinipot_v",
            "--streaming-frames", "16,32"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -65,11 +65,19 @@ def test_demo_runs_cells_and_prints_the_tables(tmp_path):
     assert float(table["none"][3]) > 500 and float(table["none"][2]) == 1.0  # uncompressed: compression was needed
     assert float(table["adaretake"][2]) < 1.0
 
-    needle = rows(part2, ["none (all tokens)", "uniform", "adaretake"])
+    part2, heads = part2[:part2.index("per KV head")], part2[part2.index("per KV head"):]
+    needle = rows(part2, ["none (all tokens)", "uniform", "adaretake", "snapkv"])
     # per budget: accuracy and keep ratio; the question-unknown accuracy at r = 0.1; prefill seconds
-    assert set(needle) == {"none (all tokens)", "uniform", "adaretake"} and all(len(v) == 8 for v in needle.values())
+    assert set(needle) == {"none (all tokens)", "uniform", "adaretake", "snapkv"} and all(len(v) == 8 for v in needle.values())
     metrics = [json.load(open(tmp_path / "needle_runs" / c / "metrics.json")) for c in os.listdir(tmp_path / "needle_runs")]
-    assert len(metrics) == 1 + 2 * 3 + 2
+    assert len(metrics) == 1 + 3 * 3 + 3 + 3  # none, 3 methods x (3 budgets + unknown), snapkv shared x 3 budgets
+    # snapkv per KV head (the main table's row) beside snapkv with one set per layer
+    one = {m["cell"]["max_context"]: m["metrics"]["accuracy"] for m in metrics
+           if m["cell"]["method_params"].get("head_selection") == "shared"}
+    per_head = rows(heads, ["snapkv"])["snapkv"]
+    assert per_head[0::2] == needle["snapkv"][0:6:2]
+    assert [float(v) for v in per_head[1::2]] == [pytest.approx(one[c], abs=0.05) for c in sorted(one)]
+    metrics = [m for m in metrics if m["cell"]["method_params"].get("head_selection") != "shared"]
     aware = [m for m in metrics if m["cell"]["question_mode"] == "aware"]
     blind = {m["cell"]["method"]: m for m in metrics if m["cell"]["question_mode"] == "unknown"}
     budgets = sorted({m["cell"]["max_context"] for m in aware if m["cell"]["method"] == "adaretake"})
@@ -98,4 +106,4 @@ def test_demo_runs_cells_and_prints_the_tables(tmp_path):
 
     again = run_demo(tmp_path)  # finished cells are skipped: the same tables
     assert again[again.index("part 1:"):again.index(" cells in ")] == out[out.index("part 1:"):out.index(" cells in ")]
-    assert rows(again[again.index("part 2:"):], needle) == needle
+    assert rows(again[again.index("part 2:"):again.index("per KV head")], needle) == needle
