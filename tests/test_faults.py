@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from retake.harness.files import CellBusy, CellLock, WriteError, write_atomic
-from retake.harness.lmms_model import open_for_append, rank_files, read_predictions
+from retake.harness.predictions import open_for_append, rank_files, read_predictions
 from retake.harness.runner import cell_name, resolve_config, run_cell
 from retake.harness.synthetic_data import write_synthetic_benchmark
 from retake.run import guarded
@@ -489,12 +489,17 @@ def test_a_budget_too_small_for_some_samples_warns(bench):
 # -- 5. interrupts during start-up -----------------------------------------------------------------
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-@pytest.mark.parametrize("entry", ["run", "cli"])
+@pytest.mark.parametrize("entry", ["run", "runner", "cli"])
 def test_an_interrupt_during_start_up_is_one_line(bench, tmp_path, entry, sig, code):
     """Ctrl-C / SIGTERM while the entry point still imports its libraries (sent once
-    ``-X importtime`` says hydra, or torch, is imported): one line, exit code 130 / 143, no
-    traceback."""
-    if entry == "run":
+    ``-X importtime`` says hydra, yaml (omegaconf's first) or torch is imported): one line, exit
+    code 130 / 143, no traceback."""
+    if entry == "runner":
+        config = tmp_path / "cell.yaml"
+        config.write_text(json.dumps(cell(bench["tiny"], bench["data"], tmp_path / "runs")))
+        args = ["-m", "retake.harness.runner", "--config", str(config)]
+        after = "yaml"
+    elif entry == "run":
         args = ["-m", "retake.run", "model=tiny_qwen2_vl", f"model.pretrained={bench['tiny']}", "dataset=synthetic",
                 f"data_root={Path(bench['data']).parent}", f"run.results_root={tmp_path / 'runs'}",
                 f"hydra.run.dir={tmp_path / 'hydra'}", "model.device=cpu"]

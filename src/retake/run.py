@@ -18,9 +18,13 @@ code 130 / 143. Heavy imports wait until :func:`main` runs, inside that guard.
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
+from .harness.interrupts import guard_start
+
+guard_start(__name__)  # run as `python -m`: an interrupt from here on, imports included, is one line
+
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 CONFIG_PATH = str(Path(__file__).resolve().parent / "conf")
 
@@ -76,13 +80,13 @@ def guarded(fn, *args):
     try:
         with sigterm_as_interrupt():
             return fn(*args)
+    except KeyboardInterrupt as e:  # first: the next clause imports (an interrupt may have cut an import short)
+        interrupted(e)
     except (CellInterrupted, WriteError, CellBusy, OSError, *user_errors()) as e:
         expected = not isinstance(e, OSError) or isinstance(e, user_errors()) or is_write_error(e)
         if not expected or (os.environ.get("RETAKE_TRACEBACK") and not isinstance(e, CellInterrupted)):
             raise
         sys.exit(report(e))
-    except KeyboardInterrupt as e:
-        interrupted(e)
 
 
 def interrupted(error: KeyboardInterrupt) -> None:

@@ -1,13 +1,16 @@
 """Ctrl-C and SIGTERM during a cell: one exception, one line, an exit code.
 
 Its own module so that ``python -m retake.harness.runner`` (which runs the runner as
-``__main__``) and the package raise and catch the same class.
+``__main__``) and the package raise and catch the same class. Standard library only: the
+entry points import it first, before anything slow (:func:`guard_start`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 
 
@@ -35,11 +38,33 @@ def sigterm_as_interrupt():
         yield
         return
 
-    def handler(signum, frame):
-        raise _Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+def guard_start(module_name: str) -> None:
+    """Called first by a module run as ``python -m``: from here on SIGTERM raises like Ctrl-C,
+    and an interrupt that nothing catches (one during the module's own imports, before its
+    ``main`` guards the rest) ends the process with one line and 128 + the signal, no
+    traceback. Does nothing when the module is imported (``module_name != "__main__"``)."""
+    if module_name != "__main__" or threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if not issubclass(kind, KeyboardInterrupt):
+            return previous(kind, value, tb)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sys.stderr.write("[retake] interrupted\n")
+        sys.stderr.flush()
+        os._exit(128 + int(getattr(value, "signum", signal.SIGINT)))
+
+    sys.excepthook = hook

@@ -33,24 +33,28 @@ mismatch fails instead of mixing runs.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import hashlib
-import json
-import os
-import re
-import signal
-import sys
-import time
-from collections.abc import Mapping
-from datetime import datetime, timezone
-from typing import Any
+from .interrupts import guard_start
 
-from omegaconf import DictConfig, OmegaConf
+guard_start(__name__)  # run as `python -m`: an interrupt from here on, imports included, is one line
 
-from . import tasks
-from .files import CellLock, WriteError, check_writable, is_write_error, write_atomic, writing
-from .interrupts import CellInterrupted, sigterm_as_interrupt
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from typing import Any  # noqa: E402
+
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from . import tasks  # noqa: E402
+from .files import CellLock, WriteError, check_writable, is_write_error, write_atomic, writing  # noqa: E402
+from .interrupts import CellInterrupted, sigterm_as_interrupt  # noqa: E402
 
 SECTIONS = ("model", "method", "dataset", "sampling", "engine", "run")
 # settings outside the name's explicit fields; a value other than its default (retake.harness.schema)
@@ -211,7 +215,7 @@ def read_json(path: str) -> dict:
 
 def clear_cell(directory: str) -> None:
     """Remove a previous run's outputs (``run.overwrite``)."""
-    from .lmms_model import rank_files
+    from .predictions import rank_files
 
     for path in [os.path.join(directory, n) for n in ("metrics.json", f"{PREDICTIONS}.jsonl")] + rank_files(
             os.path.join(directory, PREDICTIONS)):
@@ -228,7 +232,7 @@ def tidy_cell(directory: str, log=print) -> None:
     """Rank 0, holding the cell's lock: remove the temporaries of a killed write, and repair the
     end of every rank file (a whole last record gets its newline; anything else is set aside in
     ``<file>.corrupt``, with a warning naming the file)."""
-    from .lmms_model import rank_files, repair_tail
+    from .predictions import rank_files, repair_tail
 
     for name in os.listdir(directory):
         if _TEMPORARY.match(name):
@@ -283,7 +287,7 @@ def model_args(cfg: DictConfig, max_guide_tokens: int | None, predictions: str) 
 
 def saved_answers(directory: str, task: str) -> int:
     """Distinct samples of ``task`` with a line in the cell's predictions files."""
-    from .lmms_model import read_predictions
+    from .predictions import read_predictions
 
     return sum(key[0] == task for key in read_predictions(os.path.join(directory, PREDICTIONS)))
 
@@ -369,7 +373,7 @@ def _mtime(path: str) -> int | None:
 
 
 def rank_file_path(directory: str, rank: int) -> str:
-    from .lmms_model import rank_file
+    from .predictions import rank_file
 
     return rank_file(os.path.join(directory, PREDICTIONS), rank)
 
@@ -484,7 +488,7 @@ def _os_cause(error: BaseException) -> OSError | None:
 def merge_predictions(prefix: str, task: str, samples: list) -> list[dict]:
     """One record per sample (sorted by uid) from all rank files: the scored fields
     (:func:`tasks.make_record`) plus what the model measured."""
-    from .lmms_model import read_predictions
+    from .predictions import read_predictions
 
     by_uid = {key[2]: rec for key, rec in read_predictions(prefix).items() if key[0] == task}
     missing = [s.uid for s in samples if s.uid not in by_uid]
