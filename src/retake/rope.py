@@ -19,13 +19,20 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``[..., S, D]`` by cos/sin ``[S, D]``."""
+    """Rotate ``[..., S, D]`` by cos/sin ``[S, R]``: the first ``R <= D`` dims (partial rotary,
+    Qwen3.5's 1/4 of the head, as transformers applies it), the rest pass through."""
+    r = cos.shape[-1]
+    if r < x.shape[-1]:
+        return torch.cat([apply_rope(x[..., :r], cos, sin), x[..., r:]], dim=-1)
     return x * cos + rotate_half(x) * sin
 
 
 def unapply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`apply_rope`: rotation by the negative angle, divided by the squared
-    attention factor ``cos^2 + sin^2`` (1 without YaRN)."""
+    attention factor ``cos^2 + sin^2`` (1 without YaRN); partial rotary alike."""
+    r = cos.shape[-1]
+    if r < x.shape[-1]:
+        return torch.cat([unapply_rope(x[..., :r], cos, sin), x[..., r:]], dim=-1)
     return (x * cos - rotate_half(x) * sin) / (cos * cos + sin * sin)
 
 

@@ -133,13 +133,17 @@ def retake_attention(module, query, key, value, attention_mask, scaling=None, dr
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    rot = retake_ctx.rotations.get(module.layer_idx) if retake_ctx.rotations else None
+    layer = module.layer_idx
+    kv_index = getattr(retake_ctx, "kv_index", None)
+    if kv_index is not None:  # a hybrid model: the methods number the layers that hold KV
+        layer = kv_index[layer]
+    rot = retake_ctx.rotations.get(layer) if retake_ctx.rotations else None
     if rot is not None:  # reforged positions: the layer's own ids (the cache rotated the keys)
         query = rotate(query, rot)
     if retake_ctx.method is not None and retake_ctx.method.observes:
         with profile.part("observe"):
-            retake_ctx.observe(module.layer_idx, query, key, value, scaling)
-    if retake_ctx.stop_after is not None and module.layer_idx >= retake_ctx.stop_after:
+            retake_ctx.observe(layer, query, key, value, scaling)
+    if retake_ctx.stop_after is not None and layer >= retake_ctx.stop_after:
         raise StopForward
     with profile.part("attention"):
         heads = getattr(key, "retake_heads", None)  # a per-KV-head layer (engine.cache)

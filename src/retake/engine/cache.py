@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer, LinearAttentionCacheLayerMixin, LinearAttentionLayer
 
 from ..methods.base import LayerKeep
 from ..rope import rotate
@@ -122,13 +122,84 @@ class BufferedLayer(DynamicLayer):
 class CompressibleCache(DynamicCache):
     """``input_rotation`` (set by the engine per forward when positions are reforged): layer ->
     pure rotation ``(cos, sin)`` applied to that layer's incoming keys before they are stored,
-    moving them from the model's ids to the layer's own ids (see ``engine.positions``)."""
+    moving them from the model's ids to the layer's own ids (see ``engine.positions``).
+
+    **Hybrid models** (``layer_types``: Qwen3.5's Gated DeltaNet layers beside its attention
+    layers): a ``"linear_attention"`` layer is transformers' own ``LinearAttentionLayer`` (a
+    fixed-size causal-conv and recurrent state, never compressed), a ``"full_attention"`` layer
+    a :class:`BufferedLayer`. ``self.layers`` stays in the model's order (the model updates them
+    by its layer index); every method below that takes a ``layer`` takes the index of a layer
+    that holds KV (0 .. ``num_kv_layers - 1``, the methods' layer ids), ``kv_ids`` maps it to the
+    model's."""
 
     input_rotation: dict | None = None
 
-    def __init__(self):
+    def __init__(self, layer_types: list[str] | None = None):
         super().__init__()
         self.layer_class_to_replicate = BufferedLayer
+        self.kv_ids: list[int] | None = None
+        if layer_types is not None and any(t != "full_attention" for t in layer_types):
+            bad = sorted(set(layer_types) - {"full_attention", "linear_attention"})
+            if bad:
+                raise ValueError(f"layer types {bad} are not supported (full_attention, linear_attention)")
+            Cache.__init__(self, layers=[BufferedLayer() if t == "full_attention" else LinearAttentionLayer()
+                                         for t in layer_types])
+            self.kv_ids = [i for i, t in enumerate(layer_types) if t == "full_attention"]
+
+    # -- layers that hold KV (the methods' layer ids) -----------------------------------------
+    @property
+    def num_kv_layers(self) -> int:
+        return len(self.kv_ids) if self.kv_ids is not None else len(self.layers)
+
+    def kv_layer(self, layer: int):
+        """The :class:`BufferedLayer` of KV layer ``layer`` (None before the model created it)."""
+        i = self.kv_ids[layer] if self.kv_ids is not None else layer
+        return self.layers[i] if i < len(self.layers) else None
+
+    @property
+    def kv_layers(self) -> list:
+        return [self.kv_layer(i) for i in range(self.num_kv_layers)]
+
+    @property
+    def state_layers(self) -> list:
+        """The linear-attention layers (hybrid models): their states absorb every token fed."""
+        return [lay for lay in self.layers if isinstance(lay, LinearAttentionCacheLayerMixin)]
+
+    def save_states(self) -> list:
+        """Copies of the linear-attention layers' conv and recurrent states (:meth:`load_states`
+        puts them back: a forward whose tokens must leave no trace in them, e.g. the guide)."""
+        out = []
+        for lay in self.state_layers:
+            out.append(({i: (None if c is None else c.clone()) for i, c in lay.conv_states.items()},
+                        {i: (None if r is None else r.clone()) for i, r in lay.recurrent_states.items()},
+                        dict(lay.has_previous_state)))
+        return out
+
+    def load_states(self, saved: list) -> None:
+        for lay, (conv, rec, prev) in zip(self.state_layers, saved):
+            for store, old in ((lay.conv_states, conv), (lay.recurrent_states, rec)):
+                for i, x in old.items():
+                    if x is None:
+                        continue
+                    if store[i] is None or store[i].shape != x.shape:
+                        store[i] = x.clone()
+                    else:
+                        store[i].copy_(x)  # in place: the layer keeps its tensors' addresses
+            lay.has_previous_state = dict(prev)
+            if not any(prev.values()):  # back to before the first token: as a fresh layer
+                lay.conv_states = dict.fromkeys(lay.conv_states)
+                lay.recurrent_states = dict.fromkeys(lay.recurrent_states)
+                lay.is_conv_states_initialized = dict.fromkeys(lay.is_conv_states_initialized, False)
+                lay.is_recurrent_states_initialized = dict.fromkeys(lay.is_recurrent_states_initialized, False)
+
+    def state_nbytes(self) -> int:
+        """Bytes of the linear-attention layers' states (fixed: they do not grow with the video)."""
+        total = 0
+        for lay in self.state_layers:
+            for x in (*lay.conv_states.values(), *lay.recurrent_states.values()):
+                if x is not None:
+                    total += x.numel() * x.element_size()
+        return total
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         rot = self.input_rotation.get(layer_idx) if self.input_rotation else None
@@ -137,28 +208,29 @@ class CompressibleCache(DynamicCache):
         return super().update(key_states, value_states, layer_idx, *args, **kwargs)
 
     def layer_length(self, layer: int) -> int:
-        return self.layers[layer].length if layer < len(self.layers) else 0
+        lay = self.kv_layer(layer)
+        return 0 if lay is None else lay.length
 
     def lengths(self) -> list[int]:
-        return [self.layer_length(i) for i in range(len(self.layers))]
+        return [self.layer_length(i) for i in range(self.num_kv_layers)]
 
     def truncate(self, layer: int, length: int) -> None:
         """Keep the first ``length`` entries of ``layer`` (nothing is copied)."""
-        lay = self.layers[layer]
+        lay = self.kv_layer(layer)
         lay.length = min(lay.length, length)
         if lay.ragged and lay.length < lay.ragged_end:
             lay.set_head_lengths([min(n, lay.length) for n in lay.head_lengths])
 
     def heads(self, layer: int) -> tuple[list[int], int] | None:
         """``(head_lengths, ragged_end)`` of a ragged layer, None for a dense one."""
-        lay = self.layers[layer]
+        lay = self.kv_layer(layer)
         return (lay.head_lengths, lay.ragged_end) if lay.ragged else None
 
     def held(self, layer: int) -> float | int:
         """Entries the layer holds per KV head (the mean over heads for a ragged layer)."""
-        if layer >= len(self.layers):
+        lay = self.kv_layer(layer)
+        if lay is None:
             return 0
-        lay = self.layers[layer]
         if not lay.ragged:
             return lay.length
         per = lay.entries_per_head()
@@ -169,7 +241,7 @@ class CompressibleCache(DynamicCache):
         return self.layer_length(layer)
 
     def held_per_layer(self) -> list[float | int]:
-        return [self.held(i) for i in range(len(self.layers))]
+        return [self.held(i) for i in range(self.num_kv_layers)]
 
     def keep(self, layer: int, start: int, keep: LayerKeep) -> None:
         """Keep entries ``[0, start)`` and, of the entries from ``start`` on (the newest chunk,
@@ -177,7 +249,7 @@ class CompressibleCache(DynamicCache):
         replaced by ``keep.keys/values``, followed by ``keep.extra_keys/values``: gathered into
         place in the layer's buffer. A per-head keep (or any keep on a ragged layer) is gathered
         head by head (:meth:`keep_heads`)."""
-        lay = self.layers[layer]
+        lay = self.kv_layer(layer)
         if keep.per_head or lay.ragged:
             return self.keep_heads(layer, start, keep)
         keys, values = lay.keys, lay.values
@@ -203,7 +275,7 @@ class CompressibleCache(DynamicCache):
         head_lengths[h])``, then the dense ones from ``ragged_end``), those at the index, from
         ``start`` on. Merged replacement entries need equal counts (``keys [H_kv, k, d]``);
         extra entries follow each head's kept ones."""
-        lay = self.layers[layer]
+        lay = self.kv_layer(layer)
         keys, values = lay.keys, lay.values
         H = keys.shape[-3]
         dev = keys.device
@@ -244,28 +316,31 @@ class CompressibleCache(DynamicCache):
         (and per-head lengths). The engine never writes into entries it holds once the video is
         prefilled (a question and its answer are appended after them), so the entries themselves
         stay valid."""
-        return [(lay.length, lay.head_lengths, lay.ragged_end) for lay in self.layers]
+        return [(lay.length, lay.head_lengths, lay.ragged_end) for lay in self.kv_layers], self.save_states()
 
-    def restore(self, snapshot: list) -> None:
-        """Back to the point of ``snapshot``: entries added since (a question and its answer) are gone."""
-        if len(snapshot) != len(self.layers):
-            raise ValueError(f"snapshot of {len(snapshot)} layers for a cache of {len(self.layers)}")
-        for lay, (n, heads, end) in zip(self.layers, snapshot):
+    def restore(self, snapshot) -> None:
+        """Back to the point of ``snapshot``: entries added since (a question and its answer) are
+        gone, and the linear-attention states are those of the snapshot."""
+        kv, states = snapshot
+        if len(kv) != self.num_kv_layers:
+            raise ValueError(f"snapshot of {len(kv)} layers for a cache of {self.num_kv_layers}")
+        self.load_states(states)
+        for lay, (n, heads, end) in zip(self.kv_layers, kv):
             if n > lay.length or heads != lay.head_lengths:
                 raise ValueError("the cache holds fewer entries than the snapshot: it was compressed since")
             lay.length, lay.ragged_end = n, end
 
     def rotate(self, layer: int, start: int, count: int, rot) -> None:
         """Rotate the keys of entries ``[start, start + count)`` by a pure rotation ``[count, d]``."""
-        keys = self.layers[layer].keys
+        keys = self.kv_layer(layer).keys
         keys[..., start : start + count, :] = rotate(keys[..., start : start + count, :], rot)
 
     def nbytes(self) -> int:
         """Bytes of the entries held, counted per KV head (a ragged layer's padding and a
         buffer's spare room not counted: ``allocated_bytes``)."""
         total = 0
-        for lay in self.layers:
-            if lay.length:
+        for lay in self.kv_layers:
+            if lay is not None and lay.length:
                 k, v = lay.keys, lay.values
                 per_entry = (k[..., :1, :].numel() * k.element_size() + v[..., :1, :].numel() * v.element_size()) \
                     // k.shape[-3]  # one entry of one head, keys and values

@@ -96,6 +96,7 @@ class EngineOutput:
     cache_reused: bool = False  # answered over a compressed video state an earlier question made
     guide: str = "none"  # what the chunks were shown: question | proxy | none
     kv_tokens_per_layer_max_head: list[int] | None = None  # entries of each layer's fullest KV head after prefill
+    state_bytes: int = 0  # a hybrid model's linear-attention states (fixed size, not compressible)
 
 
 @dataclass
@@ -139,7 +140,7 @@ class _StepContext:
 
     def __init__(self, method: Method | None = None, chunk: ChunkSpan | None = None, n: int = 0, g: int = 0,
                  positions=None, rope=None, rotations: dict | None = None, group: ScoringGroup | None = None,
-                 stop_after: int | None = None, video_start: int = 0, lead: int = 0):
+                 stop_after: int | None = None, video_start: int = 0, lead: int = 0, kv_index: dict | None = None):
         self.method, self.chunk, self.n, self.g = method, chunk, n, g
         self.video_start = video_start
         self.lead = lead  # input rows before the chunk (the prefix, run in the first chunk's forward)
@@ -147,6 +148,11 @@ class _StepContext:
         self.rotations = rotations
         self.group = group  # a scoring pass's group (two-pass methods)
         self.stop_after = stop_after  # the last layer this forward must run (scoring pass)
+        self.kv_index = kv_index  # hybrid models: the model's layer index -> the index among KV layers
+        # hybrid models: the chunk and the guide run as two forwards ("chunk", then "guide"); the
+        # chunk's queries wait here for the guide's, so a method sees each layer once, both joined
+        self.phase: str | None = None
+        self.pending: dict = {}
 
     def rope(self, ids: torch.Tensor, device: torch.device | None = None):
         """cos/sin of ``ids``, on ``device`` if given (layers may sit on different devices)."""
@@ -161,6 +167,11 @@ class _StepContext:
         ids = self.positions[layer] if isinstance(self.positions, dict) else self.positions
         if self.lead:  # the method sees the chunk and the guide, the prefix is in the cache before them
             query = query[:, :, self.lead :]
+        if self.phase == "chunk":
+            self.pending[layer] = query
+            return
+        if self.phase == "guide":
+            query = torch.cat([self.pending.pop(layer), query], dim=2)
         view = LayerView(
             layer=layer, chunk=self.chunk, query=query[0], key=key[0], value=value[0],
             num_chunk=self.n, num_guide=self.g, scaling=scaling, positions=ids, rope=lambda: self.rope(ids, query.device),
@@ -235,7 +246,7 @@ class Engine:
         return features, time.perf_counter() - t
 
     def _scoring_pass(self, method: Method, plan: VideoPlan, features, extras, pos, vs: int, cache,
-                      guide_ids, guide_pos) -> None:
+                      guide_ids, guide_pos, kv_index: dict | None = None) -> None:
         """Run each of the method's scoring groups as ``[group ; guide]`` over the prefix alone,
         at the group tokens' own positions and the guide right after them (as for a chunk),
         showing the method every layer up to ``scoring_layers``; the group's cache entries are
@@ -247,6 +258,7 @@ class Engine:
             raise ValueError(f"method {method.name!r}: scoring_layers must be in [1, {L}], got {stop + 1}")
         stop_after = None if method.scoring_logits or stop == L - 1 else stop
         guide_emb = ad.embed(guide_ids) if guide_ids.numel() else None
+        states = cache.save_states()  # (hybrid models) a group leaves nothing in the recurrent states
         for group in method.scoring_groups(plan):
             idx = group.tokens
             if idx.numel() == 0:
@@ -263,7 +275,7 @@ class Engine:
                 x = torch.cat([x, guide_emb], dim=1)
                 p = torch.cat([p, p_guide], dim=1)
             ctx = _StepContext(method, None, n, g, positions=p, rope=lambda q, x=x: ad.rope(q, x), group=group,
-                               stop_after=stop_after)
+                               stop_after=stop_after, kv_index=kv_index)
             logits = None
             try:
                 h = ad.forward_embeds(x, p, cache, retake_ctx=ctx, **({"video_extras": ex} if ex else {}))
@@ -271,12 +283,27 @@ class Engine:
                     logits = ad.logits(h[0, -1]).float().cpu()
             except StopForward:
                 pass
-            for layer in range(len(cache.layers)):
+            for layer in range(cache.num_kv_layers):
                 if cache.layer_length(layer) > vs:
                     cache.truncate(layer, vs)
+            cache.load_states(states)
             if not method.score_group(group, logits):
                 break
         method.end_scoring()
+
+    def _chunk_then_guide(self, x, p, rows: int, cache: CompressibleCache, ctx: "_StepContext", extras: dict) -> None:
+        """A hybrid model's chunk forward: the first ``rows`` input rows (prefix and chunk) alone,
+        then the guide over them, the linear-attention states put back after it, so the guide
+        leaves no trace in them (exact: nothing of the chunk depends on the guide). The method
+        sees each attention layer once, the chunk's and the guide's queries joined."""
+        ad = self.adapter
+        ctx.phase = "chunk"
+        ad.forward_embeds(x[:, :rows], p[:, :rows], cache, retake_ctx=ctx, **({"video_extras": extras} if extras else {}))
+        states = cache.save_states()
+        ctx.phase, ctx.lead = "guide", 0
+        ad.forward_embeds(x[:, rows:], p[:, rows:], cache, retake_ctx=ctx)
+        cache.load_states(states)
+        ctx.phase = None
 
     def guide_for(self, method: Method, prompt: Prompt, proxy: Prompt | None, mode: str) -> tuple[str, Prompt | None]:
         """Which guide ``method`` is shown in ``mode`` (``aware`` / ``unknown``): ``("question",
@@ -347,7 +374,12 @@ class Engine:
                              f"{n_text} text tokens, of them engine.question_tokens={cfg.question_tokens} for the "
                              "question; lower question_tokens or raise max_context")
         r = keep_ratio(cfg.max_context, n_text, n_video)
-        cache = CompressibleCache()
+        cache = CompressibleCache(ad.layer_types)
+        hybrid = cache.kv_ids is not None  # linear-attention layers beside the attention layers
+        if hybrid and cfg.reforge_positions:
+            raise ValueError("position reforging is not supported on a hybrid model (linear-attention layers): "
+                             "set engine.reforge_positions=false")
+        kv_index = {d: i for i, d in enumerate(cache.kv_ids)} if hybrid else None
         t0 = time.perf_counter()
 
         # 1. vision
@@ -391,7 +423,7 @@ class Engine:
         # 2b. a two-pass method's scoring pass: its KV is discarded, it sets plan.input_keep
         if method.scoring_pass:
             with profile.part("scoring_pass"):
-                self._scoring_pass(method, plan, features, extras, pos, vs, cache, guide_ids, guide_pos)
+                self._scoring_pass(method, plan, features, extras, pos, vs, cache, guide_ids, guide_pos, kv_index)
 
         # 3. chunks (+ guide)
         use_guide = method.uses_guide and guide_ids.numel() > 0
@@ -402,7 +434,7 @@ class Engine:
         peak_bytes = 0  # the cache's largest size, chunk and guide entries in it
         reforge = ReforgedPositions(ad.num_layers, pos.shape[0], int(pos[:, :vs].max()) if vs else -1, ad.rope) \
             if cfg.reforge_positions else None
-        limit = self._row_limit() if cfg.fast_paths and g else None
+        limit = self._row_limit() if cfg.fast_paths and g and not hybrid else None
         for chunk in chunks:
             x = features[chunk.token_start : chunk.token_end]
             p = pos[:, vs + chunk.token_start : vs + chunk.token_end]
@@ -433,13 +465,16 @@ class Engine:
                 x_in = torch.cat([ad.embed(ids[:vs]), x], dim=1)
                 p_in = torch.cat([pos[:, :vs], p], dim=1)
             ctx = _StepContext(method, chunk, n, g, positions=layer_ids, rope=lambda q, x=x: ad.rope(q, x),
-                               rotations=rotations, video_start=vs, lead=lead)
+                               rotations=rotations, video_start=vs, lead=lead, kv_index=kv_index)
             cache.input_rotation = rotations
             if limit is not None and g:
                 limit.rows = lead + n  # the guide's rows skip the last layer's MLP
             try:
                 with profile.part("chunks"):
-                    ad.forward_embeds(x_in, p_in, cache, retake_ctx=ctx, **({"video_extras": ex} if ex else {}))
+                    if hybrid and g:  # the guide must leave no trace in the recurrent states: two forwards
+                        self._chunk_then_guide(x_in, p_in, lead + n, cache, ctx, ex)
+                    else:
+                        ad.forward_embeds(x_in, p_in, cache, retake_ctx=ctx, **({"video_extras": ex} if ex else {}))
             finally:
                 if limit is not None:
                     limit.rows = None
@@ -517,7 +552,7 @@ class Engine:
         self._sync()
         prefill_seconds = time.perf_counter() - t0 + (state.prefill_seconds if first else 0.0)
         kv_prefill = cache.held_per_layer()
-        kv_max_head = [cache.held_max(layer) for layer in range(len(cache.layers))]
+        kv_max_head = [cache.held_max(layer) for layer in range(cache.num_kv_layers)]
         kv_bytes = cache.nbytes()
 
         # 5. greedy decode
@@ -551,6 +586,7 @@ class Engine:
             kv_tokens_per_layer=kv_prefill,
             kv_tokens_per_layer_final=cache.held_per_layer(),
             kv_tokens_per_layer_max_head=kv_max_head,
+            state_bytes=cache.state_nbytes(),
             kv_cache_bytes=kv_bytes,
             keep_ratio=state.keep_ratio,
             vision_seconds=state.vision_seconds if first else 0.0,

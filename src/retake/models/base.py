@@ -146,7 +146,16 @@ class VideoLMAdapter(ABC):
     # -- language model -----------------------------------------------------------------
     @property
     @abstractmethod
-    def num_layers(self) -> int: ...
+    def num_layers(self) -> int:
+        """The language model's layers that hold a KV cache (every layer, but for a hybrid model's
+        attention layers): the layers the methods see and the engine compresses."""
+
+    @property
+    def layer_types(self) -> list[str] | None:
+        """A hybrid model's decoder layer types in order (``"full_attention"`` /
+        ``"linear_attention"``, as transformers' ``config.layer_types``); None: every layer is an
+        attention layer."""
+        return None
 
     @property
     @abstractmethod
@@ -211,8 +220,16 @@ class TransformersVideoLM(VideoLMAdapter):
         return self.language_model.embed_tokens.weight.device
 
     @property
+    def layer_types(self) -> list[str] | None:
+        types = getattr(self.text_config, "layer_types", None)
+        if not types or all(t == "full_attention" for t in types):
+            return None
+        return list(types)
+
+    @property
     def num_layers(self) -> int:
-        return self.text_config.num_hidden_layers
+        types = self.layer_types
+        return self.text_config.num_hidden_layers if types is None else types.count("full_attention")
 
     @property
     def eos_token_ids(self) -> list[int]:
