@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 
 from .base import Prompt, VideoInputs, VideoLMAdapter
+from .internvl import InternVLAdapter
 from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_vl import QwenVLAdapter
 from .qwen3_vl import Qwen3VLAdapter
@@ -46,12 +47,19 @@ def _llava_onevision_classes():
     return LlavaOnevisionForConditionalGeneration
 
 
+def _internvl_classes():
+    from transformers import InternVLForConditionalGeneration
+
+    return InternVLForConditionalGeneration
+
+
 # model_type (config.json) -> (model class factory, adapter class)
 MODEL_FAMILIES: dict[str, tuple[Callable, type[VideoLMAdapter]]] = {
     "qwen2_vl": (_qwen2_vl_classes, QwenVLAdapter),
     "qwen2_5_vl": (_qwen2_5_vl_classes, QwenVLAdapter),
     "llava_onevision": (_llava_onevision_classes, LlavaOnevisionAdapter),
     "qwen3_vl": (_qwen3_vl_classes, Qwen3VLAdapter),
+    "internvl": (_internvl_classes, InternVLAdapter),
 }
 
 
