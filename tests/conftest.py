@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from retake.models import load_adapter  # noqa: E402
-from retake.tiny import TINY_ARCHS, write_tiny_model  # noqa: E402
+from retake.tiny import TEST_ARCHS, write_tiny_model  # noqa: E402
 from retake.video import load_video, write_test_video  # noqa: E402
 
 torch.set_num_threads(1)  # two xdist workers share two cores
@@ -33,10 +33,10 @@ def load_script(name: str):
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    return {arch: write_tiny_model(arch, root / arch, seed=0) for arch in TINY_ARCHS}
+    return {arch: write_tiny_model(arch, root / arch, seed=0) for arch in TEST_ARCHS}
 
 
-@pytest.fixture(scope="session", params=TINY_ARCHS)
+@pytest.fixture(scope="session", params=TEST_ARCHS)
 def arch(request):
     return request.param
 

@@ -14,7 +14,11 @@ import os
 
 import torch
 
-TINY_ARCHS = ("qwen2_vl", "qwen2_5_vl", "llava_onevision", "qwen3_vl")
+# the four architectures every engine and method test runs on (tests/conftest.py's `arch`)
+TEST_ARCHS = ("qwen2_vl", "qwen2_5_vl", "llava_onevision", "qwen3_vl")
+# the 2026 families: tested by their own modules and the all-methods test
+NEW_ARCHS = ("internvl",)
+TINY_ARCHS = TEST_ARCHS + NEW_ARCHS
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -97,6 +101,8 @@ def tiny_config(arch: str, tokenizer, layers: int = 4, hidden: int = 64, heads: 
     )
     if arch == "llava_onevision":
         return tiny_llava_onevision_config(tokenizer, text)
+    if arch == "internvl":
+        return tiny_internvl_config(tokenizer, text, head_dim)
     common = dict(
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -160,11 +166,67 @@ def tiny_qwen3_vl_config(text: dict, common: dict, head_dim: int):
     return Qwen3VLConfig(text_config=text, vision_config=vision, **common)
 
 
+def tiny_internvl_tokenizer():
+    """The byte-level tokenizer plus InternVL's ``<img>`` / ``</img>`` / ``<IMG_CONTEXT>`` tokens,
+    named on the tokenizer (``start_image_token`` ..., ``video_token``) as the HF checkpoints
+    do; ``<video>`` is named but no token (the processor replaces it as text), and the chat
+    template is transformers' InternVL one."""
+    from transformers import Qwen2Tokenizer
+
+    from .models.internvl import INTERNVL_CHAT_TEMPLATE, INTERNVL_TOKENS
+
+    tokens = [v for k, v in INTERNVL_TOKENS.items() if k != "video_token"]
+    vocab = {ch: i for i, ch in enumerate(sorted(_bytes_to_unicode().values(), key=lambda c: ord(c)))}
+    for t in SPECIAL_TOKENS + tokens:
+        vocab[t] = len(vocab)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
+                         extra_special_tokens=dict(INTERNVL_TOKENS))
+    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:] + tokens})
+    tok.chat_template = INTERNVL_CHAT_TEMPLATE
+    return tok
+
+
+def tiny_internvl_config(tokenizer, text: dict, head_dim: int):
+    """Tiny InternVL3.5: an InternViT tower (CLS token, layer scale, QKV bias, as InternViT-300M)
+    at 112 px / patch 14, whose 8 x 8 patches are pixel-shuffled to 4 x 4 = 16 tokens per frame
+    (448 px: 32 x 32 -> 256), the MLP projector, and a Qwen3 LLM (q/k norms, explicit head_dim)
+    from the shared text sizes; 1-D RoPE."""
+    from transformers import InternVLConfig
+
+    text = dict(text, model_type="qwen3", head_dim=head_dim, rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=112,
+                  patch_size=14, attention_bias=True, use_qk_norm=False, norm_type="layer_norm")
+    return InternVLConfig(text_config=text, vision_config=vision, downsample_ratio=0.5, image_seq_length=16,
+                          image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), tie_word_embeddings=False)
+
+
+def write_internvl_processor_files(model, out_dir: str) -> None:
+    """The image, video and processor configs of an HF InternVL3.5 checkpoint, at the tower's
+    size with ImageNet statistics (so transformers' processor, where torchvision is installed,
+    runs on the tiny checkpoint too)."""
+    from .models.internvl import IMAGENET_MEAN, IMAGENET_STD
+
+    side = model.config.vision_config.image_size[0]
+    common = dict(do_resize=True, size={"height": side, "width": side}, resample=3, do_rescale=True,
+                  rescale_factor=1 / 255, do_normalize=True, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
+                  do_convert_rgb=True)
+    files = {"preprocessor_config.json": {"image_processor_type": "GotOcr2ImageProcessor", "crop_to_patches": False,
+                                          "min_patches": 1, "max_patches": 12, **common},
+             "video_preprocessor_config.json": {"video_processor_type": "InternVLVideoProcessor", **common},
+             "processor_config.json": {"processor_class": "InternVLProcessor",
+                                       "image_seq_length": model.config.image_seq_length}}
+    for fname, content in files.items():
+        with open(os.path.join(out_dir, fname), "w") as f:
+            json.dump(content, f, indent=2)
+
+
 def build_tiny_model(arch: str, seed: int = 0, **sizes):
     """(model, tokenizer), weights drawn from ``seed``."""
     from .models import MODEL_FAMILIES
 
     tok = tiny_llava_tokenizer() if arch == "llava_onevision" else tiny_tokenizer()
+    if arch == "internvl":
+        tok = tiny_internvl_tokenizer()
     if arch == "qwen3_vl":
         from .models.qwen3_vl import QWEN3_VL_CHAT_TEMPLATE
 
@@ -191,6 +253,9 @@ def write_tiny_model(arch: str, out_dir: str | os.PathLike, seed: int = 0, **siz
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     vc = model.config.vision_config
+    if arch == "internvl":
+        write_internvl_processor_files(model, out_dir)
+        return out_dir
     if arch == "llava_onevision":
         from .models.llava_onevision import siglip_preprocessor_config
 
