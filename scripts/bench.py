@@ -737,7 +737,10 @@ class Recording(Timed):
         sel = super().select(chunk)
         n = self.plan.fed(chunk)
         self.fed.append(n)
-        self.kept.append([n if k is None else (k.num_entries if hasattr(k, "num_entries") else int(k.numel())) for k in sel])
+        from retake.methods import LayerKeep
+
+        # entries per KV head (a [H_kv, k] index keeps k in every head)
+        self.kept.append([n if k is None else (k if isinstance(k, LayerKeep) else LayerKeep(k)).num_entries for k in sel])
         return sel
 
 

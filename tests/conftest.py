@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from retake.models import load_adapter  # noqa: E402
-from retake.tiny import TEST_ARCHS, write_tiny_model  # noqa: E402
+from retake.tiny import NEW_ARCHS, TEST_ARCHS, write_tiny_model  # noqa: E402
 from retake.video import load_video, write_test_video  # noqa: E402
 
 torch.set_num_threads(1)  # two xdist workers share two cores
@@ -44,6 +44,24 @@ def arch(request):
 @pytest.fixture(scope="session")
 def adapters(tiny_dirs):
     return {arch: load_adapter(path, dtype="float32", device="cpu") for arch, path in tiny_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def new_dirs(tmp_path_factory):
+    """Tiny checkpoints of the 2026 families (``retake.tiny.NEW_ARCHS``), apart from the four
+    every engine test runs on (their own tests and the all-methods test cover them)."""
+    root = tmp_path_factory.mktemp("tiny_new")
+    return {arch: write_tiny_model(arch, root / arch, seed=0) for arch in NEW_ARCHS}
+
+
+@pytest.fixture(scope="session", params=NEW_ARCHS)
+def new_arch(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def new_adapters(new_dirs):
+    return {arch: load_adapter(path, dtype="float32", device="cpu") for arch, path in new_dirs.items()}
 
 
 @pytest.fixture(scope="session")
@@ -137,6 +155,9 @@ class Recorder:
     @property
     def uses_guide(self):  # a method may switch these in begin()
         return self.inner.uses_guide
+
+    def declared(self, name):
+        return self.inner.declared(name)
 
     @property
     def observes(self):

@@ -309,7 +309,7 @@ class Engine:
         """Which guide ``method`` is shown in ``mode`` (``aware`` / ``unknown``): ``("question",
         prompt)``, ``("proxy", proxy)`` (the chat template's tokens after the video, no question)
         or ``("none", None)``."""
-        if not type(method).uses_guide:  # the declaration (an instance switches it off in begin when idle)
+        if not method.declared("uses_guide"):  # an instance may have switched it off in begin (idle)
             return "none", None
         if method.proxy_guide or mode == "unknown":
             if proxy is None:
@@ -341,7 +341,7 @@ class Engine:
         state does not depend on the question, so a caller may keep it for the video's other
         questions (``docs/engine.md``)."""
         mode = self.config.question_mode
-        if proxy is None and (mode == "unknown" or (type(method).uses_guide and method.proxy_guide)):
+        if proxy is None and (mode == "unknown" or (method.declared("uses_guide") and method.proxy_guide)):
             # no system prompt: a prompt built with one needs its own proxy (answer() checks)
             proxy = self.adapter.build_prompt("", video)
         kind, guide = self.guide_for(method, prompt, proxy, mode)

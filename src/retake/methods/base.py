@@ -427,6 +427,11 @@ class Method:
     def begin(self, plan: VideoPlan) -> None:
         self.plan = plan
 
+    def declared(self, name: str):
+        """The class's declaration of a switch (``uses_guide``, ``observes``), whatever ``begin``
+        set on the instance for the last video: what the engine reads before ``begin``."""
+        return getattr(type(self), name)
+
     # -- two-pass methods ---------------------------------------------------------------------
     def scoring_groups(self, plan: VideoPlan) -> list[ScoringGroup]:
         """The groups of the scoring pass (default: the chunks)."""

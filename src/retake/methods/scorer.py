@@ -41,8 +41,8 @@ class Scorer(Method):
         self.scores: dict[int, torch.Tensor] = {}
         self.active = self.compresses(plan)
         # idle: run exactly as `none` (no guide, no scoring); the class keeps the declaration
-        self.uses_guide = type(self).uses_guide and self.active
-        self.observes = type(self).observes and self.active
+        self.uses_guide = self.declared("uses_guide") and self.active
+        self.observes = self.declared("observes") and self.active
 
     def compresses(self, plan: VideoPlan) -> bool:
         """Whether this video needs compressing at all (default: the budget bites, r < 1)."""
