@@ -1,6 +1,6 @@
-"""Every registered method x both tiny architectures x two budgets, through the real
-engine: runs end to end, meets the budget, leaves no guide KV, decodes from the compressed
-cache. A new method is
+"""Every registered method x every tiny architecture (the four test ones at two budgets, the
+2026 families at one) through the real engine: runs end to end, meets the budget, leaves no
+guide KV, decodes from the compressed cache, keeps the top of its score. A new method is
 picked up from the registry with no edit here."""
 
 from __future__ import annotations
@@ -13,7 +13,25 @@ from reference_scores import REFERENCE_INPUT_SCORES, REFERENCE_SCORES
 from retake.engine import Engine, EngineConfig
 from retake.methods import METHODS, LayerKeep, get_method
 from retake.pipeline import SamplingConfig, answer_question
+from retake.tiny import NEW_ARCHS, TEST_ARCHS
 from retake.video import load_video, write_test_video
+
+# (architecture, video share): the four test architectures at two budgets, the new ones at one
+CASES = [(a, s) for a in TEST_ARCHS for s in (0.15, 0.5)] + [(a, 0.15) for a in NEW_ARCHS]
+ARCHS = TEST_ARCHS + NEW_ARCHS
+
+
+@pytest.fixture(scope="module")
+def all_adapters(adapters, new_adapters):
+    return {**adapters, **new_adapters}
+
+
+def method(name, ad, **params):
+    """The registered method; PyramidDrop's 4 stages need 4 layers holding KV (the tiny hybrids
+    have 2 attention layers: one stage per layer there)."""
+    if name == "pyramiddrop" and ad.num_layers < 4:
+        params = {"stages": ad.num_layers, **params}
+    return get_method(name, **params)
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +52,14 @@ BUDGET_USE = {
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-@pytest.mark.parametrize("video_share", [0.15, 0.5])
-def test_every_method(arch, adapters, clip, name, video_share):
-    ad = adapters[arch]
+@pytest.mark.parametrize("arch,video_share", CASES)
+def test_every_method(arch, all_adapters, clip, name, video_share):
+    ad = all_adapters[arch]
     sampling = SamplingConfig(fps=2.0, max_frames=48, max_long_side=84)
     full = make_inputs(ad, load_video(clip, fps=2.0, max_frames=48, max_long_side=84))
     n_text, n_video = full[1].num_text_tokens, full[0].num_tokens
     budget = n_text + int(video_share * n_video)
-    res = answer_question(ad, clip, "What happens in the video? Answer briefly.", get_method(name), sampling,
+    res = answer_question(ad, clip, "What happens in the video? Answer briefly.", method(name, ad), sampling,
                           EngineConfig(chunk_frames=8, max_context=budget, max_new_tokens=3))
     kv = res["kv_tokens_per_layer"]
     chunks = -(-res["frames"] // 8)
@@ -59,18 +77,19 @@ def test_every_method(arch, adapters, clip, name, video_share):
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_decoding_continues_from_the_compressed_cache(arch, adapters, clip, name):
+@pytest.mark.parametrize("arch", ARCHS)
+def test_decoding_continues_from_the_compressed_cache(arch, all_adapters, clip, name):
     """Greedy decoding after compression: the first token is the prefill's argmax; the second
     is the argmax of that token fed through the model over the compressed cache (taken from
     a second, identical prefill) at the next position; each decoded token adds one entry per
     layer."""
-    ad = adapters[arch]
+    ad = all_adapters[arch]
     inputs, prompt = make_inputs(ad, load_video(clip, fps=2.0, max_frames=48, max_long_side=84))
     cfg = dict(chunk_frames=8, max_context=prompt.num_text_tokens + int(0.15 * inputs.num_tokens))
-    out = Engine(ad, EngineConfig(max_new_tokens=3, **cfg)).run(inputs, prompt, get_method(name))
+    out = Engine(ad, EngineConfig(max_new_tokens=3, **cfg)).run(inputs, prompt, method(name, ad))
     assert out.tokens[0] == int(out.first_logits.argmax())
     assert out.kv_tokens_per_layer_final == [k + len(out.tokens) - 1 for k in out.kv_tokens_per_layer]
-    pre = Engine(ad, EngineConfig(max_new_tokens=1, **cfg)).run(inputs, prompt, get_method(name), return_cache=True)
+    pre = Engine(ad, EngineConfig(max_new_tokens=1, **cfg)).run(inputs, prompt, method(name, ad), return_cache=True)
     assert torch.equal(pre.first_logits, out.first_logits) and pre.kv_tokens_per_layer == out.kv_tokens_per_layer
     if len(out.tokens) < 2:  # the first token ended the answer
         return
@@ -83,17 +102,17 @@ def test_decoding_continues_from_the_compressed_cache(arch, adapters, clip, name
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-@pytest.mark.parametrize("video_share", [0.15, 0.5])
-def test_kept_tokens_are_top_scores(arch, adapters, clip, name, video_share):
+@pytest.mark.parametrize("arch,video_share", CASES)
+def test_kept_tokens_are_top_scores(arch, all_adapters, clip, name, video_share):
     """Score-based methods: in every layer and chunk the kept tokens are exactly the top-k of
     the method's score, recomputed independently from the captured q/k (tests/reference_scores.py).
     A registered method that selects tokens but has no reference score fails here."""
     assert set(REFERENCE_SCORES) <= set(METHODS)
-    ad = adapters[arch]
+    ad = all_adapters[arch]
     inputs, prompt = make_inputs(ad, load_video(clip, fps=2.0, max_frames=48, max_long_side=84))
     budget = prompt.num_text_tokens + int(video_share * inputs.num_tokens)
     # StreamMem's frame filter may leave fewer tokens than its memory: every frame fed here
-    rec = Recorder(get_method(name, **({"filter_threshold": 1.0} if name == "streammem" else {})))
+    rec = Recorder(method(name, ad, **({"filter_threshold": 1.0} if name == "streammem" else {})))
     Engine(ad, EngineConfig(chunk_frames=8, max_context=budget, max_new_tokens=1)).run(inputs, prompt, rec)
     if name not in REFERENCE_SCORES:
         selects = any(k is not None for sel in rec.selected.values() for k in sel)
@@ -126,16 +145,16 @@ def test_kept_tokens_are_top_scores(arch, adapters, clip, name, video_share):
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_INPUT_SCORES))
-@pytest.mark.parametrize("video_share", [0.15, 0.5])
-def test_fed_tokens_are_top_scores(arch, adapters, clip, name, video_share):
+@pytest.mark.parametrize("arch,video_share", CASES)
+def test_fed_tokens_are_top_scores(arch, all_adapters, clip, name, video_share):
     """Methods that select before the language model (pre-LLM pruners and the answer pass of
     two-pass methods): in every group of their definition the tokens fed are exactly the top-k of
     the score recomputed independently (tests/reference_scores.py)."""
-    ad = adapters[arch]
+    ad = all_adapters[arch]
     params = {"group_frames": 16} if name in ("flexselect", "adaptoken") else {}  # several groups of 48 frames
     inputs, prompt = make_inputs(ad, load_video(clip, fps=2.0, max_frames=48, max_long_side=84))
     budget = prompt.num_text_tokens + int(video_share * inputs.num_tokens)
-    rec = Recorder(get_method(name, **params))
+    rec = Recorder(method(name, ad, **params))
     Engine(ad, EngineConfig(chunk_frames=8, max_context=budget, max_new_tokens=1)).run(inputs, prompt, rec)
     assert rec.input_keep is not None and not rec.input_keep.all(), "nothing was dropped: the budget did not bite"
     groups = REFERENCE_INPUT_SCORES[name](rec)

@@ -17,7 +17,7 @@ import torch
 # the four architectures every engine and method test runs on (tests/conftest.py's `arch`)
 TEST_ARCHS = ("qwen2_vl", "qwen2_5_vl", "llava_onevision", "qwen3_vl")
 # the 2026 families: tested by their own modules and the all-methods test
-NEW_ARCHS = ("internvl",)
+NEW_ARCHS = ("qwen3_5", "qwen3_5_moe", "internvl")
 TINY_ARCHS = TEST_ARCHS + NEW_ARCHS
 
 SPECIAL_TOKENS = [
@@ -112,6 +112,8 @@ def tiny_config(arch: str, tokenizer, layers: int = 4, hidden: int = 64, heads: 
     )
     if arch == "qwen3_vl":
         return tiny_qwen3_vl_config(text, common, head_dim)
+    if arch in ("qwen3_5", "qwen3_5_moe"):
+        return tiny_qwen3_5_config(arch, text, common, layers)
     if arch == "qwen2_vl":
         from transformers import Qwen2VLConfig
 
@@ -164,6 +166,34 @@ def tiny_qwen3_vl_config(text: dict, common: dict, head_dim: int):
                   patch_size=16, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
                   num_position_embeddings=64, deepstack_visual_indexes=[0, 1])
     return Qwen3VLConfig(text_config=text, vision_config=vision, **common)
+
+
+def tiny_qwen3_5_config(arch: str, text: dict, common: dict, layers: int):
+    """Tiny Qwen3.5 (dense or MoE) with the real configs' structure: a hybrid stack of Gated
+    DeltaNet layers and attention layers (every 4th, ``full_attention_interval``; at least 8
+    layers so two hold KV), head_dim 32 with a quarter of it rotated (``partial_rotary_factor``
+    0.25, interleaved M-RoPE over those 8 dims), gated attention output; linear attention with
+    2 key / 4 value heads of 16; MoE: 8 experts, 2 per token, a shared expert. Qwen3-VL's vision
+    tower without DeepStack, patch 16."""
+    from transformers import Qwen3_5Config, Qwen3_5MoeConfig
+
+    layers = max(8, layers)
+    text = dict(
+        text, num_hidden_layers=layers, head_dim=32,
+        layer_types=["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(layers)],
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25,
+                         "mrope_section": [2, 1, 1], "mrope_interleaved": True},
+        linear_conv_kernel_dim=4, linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2,
+        linear_num_value_heads=4,
+    )
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
+                  patch_size=16, spatial_merge_size=2, temporal_patch_size=2, in_channels=3, num_position_embeddings=64)
+    if arch == "qwen3_5":
+        return Qwen3_5Config(text_config=text, vision_config=vision, **common)
+    text = dict(text, moe_intermediate_size=text["hidden_size"], shared_expert_intermediate_size=text["hidden_size"],
+                num_experts=8, num_experts_per_tok=2)
+    text.pop("intermediate_size", None)
+    return Qwen3_5MoeConfig(text_config=text, vision_config=vision, **common)
 
 
 def tiny_internvl_tokenizer():
@@ -227,7 +257,7 @@ def build_tiny_model(arch: str, seed: int = 0, **sizes):
     tok = tiny_llava_tokenizer() if arch == "llava_onevision" else tiny_tokenizer()
     if arch == "internvl":
         tok = tiny_internvl_tokenizer()
-    if arch == "qwen3_vl":
+    if arch in ("qwen3_vl", "qwen3_5", "qwen3_5_moe"):  # Qwen3-VL's chat template and processor
         from .models.qwen3_vl import QWEN3_VL_CHAT_TEMPLATE
 
         tok.chat_template = QWEN3_VL_CHAT_TEMPLATE
@@ -262,7 +292,7 @@ def write_tiny_model(arch: str, out_dir: str | os.PathLike, seed: int = 0, **siz
         with open(os.path.join(out_dir, "preprocessor_config.json"), "w") as f:
             json.dump(siglip_preprocessor_config(vc.image_size), f, indent=2)
         return out_dir
-    if arch == "qwen3_vl":  # Qwen3-VL's image and video processor configs: mean/std 0.5
+    if arch in ("qwen3_vl", "qwen3_5", "qwen3_5_moe"):  # Qwen3-VL's image and video processor configs: mean/std 0.5
         pp = dict(patch_size=vc.patch_size, temporal_patch_size=vc.temporal_patch_size, merge_size=vc.spatial_merge_size,
                   image_mean=[0.5] * 3, image_std=[0.5] * 3)
         for fname, key, kind in (("preprocessor_config.json", "image_processor_type", "Qwen2VLImageProcessor"),

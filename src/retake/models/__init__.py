@@ -18,6 +18,7 @@ from .base import Prompt, VideoInputs, VideoLMAdapter
 from .internvl import InternVLAdapter
 from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_vl import QwenVLAdapter
+from .qwen3_5 import Qwen3_5Adapter
 from .qwen3_vl import Qwen3VLAdapter
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -41,6 +42,18 @@ def _qwen3_vl_classes():
     return Qwen3VLForConditionalGeneration
 
 
+def _qwen3_5_classes():
+    from transformers import Qwen3_5ForConditionalGeneration
+
+    return Qwen3_5ForConditionalGeneration
+
+
+def _qwen3_5_moe_classes():
+    from transformers import Qwen3_5MoeForConditionalGeneration
+
+    return Qwen3_5MoeForConditionalGeneration
+
+
 def _llava_onevision_classes():
     from transformers import LlavaOnevisionForConditionalGeneration
 
@@ -59,6 +72,8 @@ MODEL_FAMILIES: dict[str, tuple[Callable, type[VideoLMAdapter]]] = {
     "qwen2_5_vl": (_qwen2_5_vl_classes, QwenVLAdapter),
     "llava_onevision": (_llava_onevision_classes, LlavaOnevisionAdapter),
     "qwen3_vl": (_qwen3_vl_classes, Qwen3VLAdapter),
+    "qwen3_5": (_qwen3_5_classes, Qwen3_5Adapter),  # hybrid: Gated DeltaNet + attention layers
+    "qwen3_5_moe": (_qwen3_5_moe_classes, Qwen3_5Adapter),
     "internvl": (_internvl_classes, InternVLAdapter),
 }
 
