@@ -138,9 +138,9 @@ def test_markdown_and_csv_text(tmp_path, runs_root):
     assert (tmp_path / "t.csv").read_text() == (
         "row,label,model,method,method_params,max_frames,max_context,"
         "videomme_long_paper,videomme_long_ours,videomme_long_delta,lvbench_paper,lvbench_ours,lvbench_delta,"
-        "keep,kv_per_layer,kv_mib_per_layer,prefill_s,peak_gib,samples_per_h,incomplete\n"
-        "0,Qwen2-VL,qwen2_vl_7b,uniform,,1024,1024,50.0,,,40.0,,,,,,,,,0\n"
-        "1,+ AdaReTaKe,qwen2_vl_7b,adaretake,temporal_allocation=true,1024,1024,55.1,53.7,-1.4,44.8,,,,,,,,,0\n")
+        "keep,kv_per_layer,kv_mib_per_layer,state_mib,prefill_s,peak_gib,samples_per_h,incomplete\n"
+        "0,Qwen2-VL,qwen2_vl_7b,uniform,,1024,1024,50.0,,,40.0,,,,,,,,,,0\n"
+        "1,+ AdaReTaKe,qwen2_vl_7b,adaretake,temporal_allocation=true,1024,1024,55.1,53.7,-1.4,44.8,,,,,,,,,,0\n")
     short = table[["label", "max_frames", "videomme_long_paper", "videomme_long_ours", "videomme_long_delta"]]
     assert table_markdown("T", short, "2 cells.") == (
         "# T\n\n"

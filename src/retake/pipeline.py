@@ -359,6 +359,8 @@ def answer_question(
         "kv_tokens_per_layer": out.kv_tokens_per_layer,
         "kv_tokens_per_layer_max_head": out.kv_tokens_per_layer_max_head,
         "kv_cache_bytes": out.kv_cache_bytes,
+        # a hybrid model's linear-attention states (Qwen3.5): fixed bytes beside the KV, not compressible
+        "recurrent_state_bytes": out.state_bytes,
         "generated_tokens": len(out.tokens),
         "question_mode": mode,
         "guide": out.guide,  # what the chunks were shown: question | proxy | none

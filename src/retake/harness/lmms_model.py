@@ -136,7 +136,7 @@ LMMS_EVAL_ARGS = ("batch_size", "max_batch_size")
 # what answer_question measures that a predictions line keeps (lists are summarised)
 MEASUREMENTS = (
     "frames", "sampling_fps", "declared_frames", "decoded_frames", "warnings", "video_tokens", "text_tokens",
-    "full_video_tokens", "keep_ratio", "achieved_keep_ratio", "kv_cache_bytes",
+    "full_video_tokens", "keep_ratio", "achieved_keep_ratio", "kv_cache_bytes", "recurrent_state_bytes",
     "generated_tokens", "video_reused", "input_seconds", "vision_seconds", "prefill_seconds", "decode_seconds",
     "peak_memory_bytes", "peak_memory_kind", "question_mode", "guide", "budget_text_tokens", "video_held_max",
     "peak_kv_cache_bytes", "cache_reused",

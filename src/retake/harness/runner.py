@@ -547,6 +547,7 @@ def efficiency(records: list[dict], timing: dict | None) -> dict:
         "kv_tokens_max_head": _summary(col("kv_tokens_max_head"), "mean", "max"),  # the fullest head of any layer
         "kv_bytes_per_layer": _summary(col("kv_bytes_per_layer"), "mean", "max"),
         "kv_cache_bytes": _summary(col("kv_cache_bytes"), "mean", "max"),  # all layers, after prefill
+        "recurrent_state_bytes": _summary(col("recurrent_state_bytes"), "mean", "max"),  # hybrid models' fixed states
         # the cache's largest size during prefill (one chunk and the guide in it)
         "peak_kv_cache_bytes": _summary(col("peak_kv_cache_bytes"), "mean", "max"),
         "video_held_max": _summary(col("video_held_max"), "max"),  # video entries a layer held at most

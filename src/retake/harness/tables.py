@@ -318,11 +318,13 @@ COSTS = {
     "keep": ("efficiency/achieved_keep_ratio/mean", 1.0),  # kept video tokens / the video's, mean over layers
     "kv_per_layer": ("efficiency/kv_tokens_per_layer/mean", 1.0),  # KV entries per layer after prefill
     "kv_mib_per_layer": ("efficiency/kv_bytes_per_layer/mean", 1 / 2**20),
+    # a hybrid model's linear-attention states, all layers (fixed: the same whatever the budget)
+    "state_mib": ("efficiency/recurrent_state_bytes/mean", 1 / 2**20),
     "prefill_s": ("efficiency/prefill_seconds/mean", 1.0),  # per sample, vision encoder included
     "peak_gib": ("efficiency/peak_memory_bytes/max", 1 / 2**30),
     "samples_per_h": ("efficiency/samples_per_hour", 1.0),
 }
-COST_DECIMALS = {"keep": 3, "kv_per_layer": 0, "kv_mib_per_layer": 1, "prefill_s": 2, "peak_gib": 2, "samples_per_h": 0,
+COST_DECIMALS = {"keep": 3, "kv_per_layer": 0, "kv_mib_per_layer": 1, "state_mib": 1, "prefill_s": 2, "peak_gib": 2, "samples_per_h": 0,
                  "failed_fraction": 3}
 
 
