@@ -22,6 +22,8 @@ NEEDLE_MODEL ?= checkpoints/needle_qwen2_5_vl
 TRAIN_OUT ?= checkpoints/needle_retrained
 NPROC ?= 1
 ARGS ?=
+# make train-synthetic ARCH=qwen3_5: the hybrid needle model
+ARCH ?= qwen2_5_vl
 ifeq ($(NPROC),1)
 RUN := $(BIN)/python -m retake.run
 else
@@ -90,8 +92,12 @@ ablation: setup ## Hydra multirun grid: methods x budget x frames (conf/experime
 tables: setup ## results/table1..4.{md,csv}, the ablation grid and plots from results/runs/*/metrics.json
 	$(BIN)/python scripts/make_tables.py --runs results/runs --paper results/paper --out results
 
-train-synthetic: setup ## train the needle model from scratch on CPU (~55 min on 2 cores) into $(TRAIN_OUT)
+train-synthetic: setup ## train the needle model from scratch on CPU (~55 min on 2 cores) into $(TRAIN_OUT); ARCH=qwen3_5: the hybrid one
+ifeq ($(ARCH),qwen3_5)
+	$(BIN)/python scripts/train_synthetic.py --arch qwen3_5 --steps 1300 --out checkpoints/needle_qwen3_5_retrained --compare checkpoints/needle_qwen3_5
+else
 	$(BIN)/python scripts/train_synthetic.py --out $(TRAIN_OUT) --compare $(NEEDLE_MODEL)
+endif
 
 bench: setup ## speed + memory suites (engine overhead, memory vs frames, input pipeline, eval throughput) -> results/bench
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)

@@ -18,6 +18,12 @@ At the end the checkpoint (config, weights, tokenizer, preprocessor config) is w
 encoded videos, the path every benchmark run takes.
 
     python scripts/train_synthetic.py --out checkpoints/needle_qwen2_5_vl
+    python scripts/train_synthetic.py --arch qwen3_5 --out checkpoints/needle_qwen3_5
+
+``--arch qwen3_5`` trains the same task on a hybrid Qwen3.5 (``Qwen3_5ForConditionalGeneration``:
+8 layers, Gated DeltaNet but for every 4th, which is attention; the same widths): its patch is
+16 px (Qwen2.5-VL's 14), so its needle videos are 64 px square (56 there), which gives the same
+2 x 2 merged tokens per grid step; its prompt has Qwen3-VL's timestamps.
 """
 
 from __future__ import annotations
@@ -37,27 +43,34 @@ import torch
 from retake.harness.samples import Sample, format_prompt, parse_answer
 from retake.synthetic import COLOURS, QUESTION_TYPES, NeedleConfig, make_sample, max_context_for, write_benchmark
 
-ARCH = "qwen2_5_vl"
-SIZES = dict(layers=4, hidden=128, heads=4, kv_heads=2)
+# the architectures the needle model is trained on: their sizes and the needle videos' side
+ARCHS = {
+    "qwen2_5_vl": {"sizes": dict(layers=4, hidden=128, heads=4, kv_heads=2), "frame": 56},
+    "qwen3_5": {"sizes": dict(layers=8, hidden=128, heads=4, kv_heads=2), "frame": 64},  # 6 DeltaNet + 2 attention
+}
 
 
-def build(seed: int, out_dir: str):
+def build(seed: int, out_dir: str, arch: str = "qwen2_5_vl"):
     """A freshly initialised model (transformers' own init, from ``seed``) saved to ``out_dir``
     with tokenizer and preprocessor config, and its adapter; the LLM attends with SDPA."""
-    from retake.models.qwen2_vl import QwenVLAdapter
+    from retake.models import MODEL_FAMILIES
+    from retake.models.qwen3_vl import QWEN3_VL_CHAT_TEMPLATE
     from retake.tiny import tiny_config, tiny_tokenizer, write_tiny_model
 
-    write_tiny_model(ARCH, out_dir, seed=seed, **SIZES)  # tokenizer, preprocessor and generation configs
+    sizes = ARCHS[arch]["sizes"]
+    write_tiny_model(arch, out_dir, seed=seed, **sizes)  # tokenizer, preprocessor and generation configs
     tok = tiny_tokenizer()
-    cfg = tiny_config(ARCH, tok, **SIZES)
-    from transformers import Qwen2_5_VLForConditionalGeneration
+    if arch != "qwen2_5_vl":
+        tok.chat_template = QWEN3_VL_CHAT_TEMPLATE
+    cfg = tiny_config(arch, tok, **sizes)
+    model_class, adapter_class = MODEL_FAMILIES[cfg.model_type]
 
     torch.manual_seed(seed)
     cfg._attn_implementation = "sdpa"
-    model = Qwen2_5_VLForConditionalGeneration(cfg)
+    model = model_class()(cfg)
     model.generation_config.eos_token_id = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
     model.generation_config.pad_token_id = tok.pad_token_id
-    return model, tok, QwenVLAdapter.from_loaded(model, tok, out_dir)
+    return model, tok, adapter_class.from_loaded(model, tok, out_dir)
 
 
 def token_labels(frames: np.ndarray, cell: int, min_pixels: int = 40) -> torch.Tensor:
@@ -205,7 +218,8 @@ def plot_loss(log: list[dict], path: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="checkpoints/needle_qwen2_5_vl")
+    ap.add_argument("--arch", default="qwen2_5_vl", choices=sorted(ARCHS), help="the model family (default qwen2_5_vl)")
+    ap.add_argument("--out", default=None, help="checkpoint directory (default checkpoints/needle_<arch>)")
     ap.add_argument("--steps", type=int, default=2600)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -227,18 +241,19 @@ def main(argv=None) -> int:
     ap.add_argument("--reference-only", action="store_true",
                     help="no training: (re)write reference_answers.json of the checkpoint in --out")
     args = ap.parse_args(argv)
+    args.out = args.out or f"checkpoints/needle_{args.arch}"
+    cfg = NeedleConfig(size=ARCHS[args.arch]["frame"])
     if args.reference_only:
         with tempfile.TemporaryDirectory() as tmp:
-            ref = write_reference(args.out, write_benchmark(os.path.join(tmp, "needle"), REFERENCE_SAMPLES, seed=1))
+            ref = write_reference(args.out, write_benchmark(os.path.join(tmp, "needle"), REFERENCE_SAMPLES, seed=1, cfg=cfg))
         print({m: r["accuracy"] for m, r in ref.items()})
         return 0
     from tqdm import tqdm
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    cfg = NeedleConfig()
     os.makedirs(args.out, exist_ok=True)
-    model, tok, adapter = build(args.seed, args.out)
+    model, tok, adapter = build(args.seed, args.out, args.arch)
     model.train()
     schedule = [int(f) for f in args.frames.split(",")]
     prompts = {}  # (type, frames) -> (ids, positions)
@@ -268,7 +283,7 @@ def main(argv=None) -> int:
     bar = tqdm(total=args.steps, desc="train", unit="step", file=sys.stderr)
     recent_acc = {t: [] for t in QUESTION_TYPES}
     for step, (b, qtype, frames, pixels, answers, labels, events) in enumerate(loader):
-        grid = (frames // 2, cfg.size // 14, cfg.size // 14)
+        grid = (frames // 2, cfg.size // adapter.pp.patch_size, cfg.size // adapter.pp.patch_size)
         key = (QUESTION_TYPES[qtype], frames)
         if key not in prompts:
             prompts[key] = prompt_for(adapter, key[0], dataclasses.replace(cfg, num_frames=frames), grid)
@@ -319,7 +334,7 @@ def main(argv=None) -> int:
         result = evaluate(args.out, held_out)
         write_reference(args.out, held_out)
     plot_loss(log, os.path.join(args.out, "loss.png"))
-    summary = {"args": vars(args), "sizes": SIZES, "needle": cfg.__dict__, "train_seconds": round(train_seconds, 1),
+    summary = {"args": vars(args), "sizes": ARCHS[args.arch]["sizes"], "needle": cfg.__dict__, "train_seconds": round(train_seconds, 1),
                "torch": torch.__version__, "held_out": result, "log": log}
     with open(os.path.join(args.out, "train_log.json"), "w") as f:
         json.dump(summary, f)
