@@ -22,44 +22,10 @@ states (``Engine._chunk_then_guide``). Attention layers rotate the first quarter
 
 from __future__ import annotations
 
-import torch
-
 from .qwen3_vl import Qwen3VLAdapter
 
 
 class Qwen3_5Adapter(Qwen3VLAdapter):
-    """Adapter for Qwen3.5 and Qwen3.5-MoE (module docstring)."""
-
-    @torch.no_grad()
-    def encode_video(self, video, batch_steps=16, out_device=None) -> torch.Tensor:
-        """Span embeddings ``[N_v, hidden]``: the grid tokens' visual features, the timestamps'
-        and vision start / end tokens' text embeddings in place."""
-        from .base import feature_buffer
-
-        gt, gh, gw = video.grid_thw
-        rows, P = gh * gw, video.tokens_per_step
-        visual = self.model.model.visual
-        embeds = self.embed(video.span_ids)[0]
-        if out_device is not None:
-            embeds = feature_buffer(*embeds.shape, out_device, embeds.dtype).copy_(embeds)
-        vis_idx = video.visual_mask.nonzero().squeeze(1)
-        for a in range(0, gt, batch_steps):
-            b = min(gt, a + batch_steps)
-            pv = video.pixel_values[a * rows : b * rows].to(visual.device, visual.dtype)
-            grid = torch.tensor([[b - a, gh, gw]], device=visual.device)
-            out = self.model.model.get_video_features(pv, grid, return_dict=True)
-            idx = vis_idx[a * P : b * P]
-            embeds[idx.to(embeds.device)] = torch.cat(out.pooler_output).to(embeds.device, embeds.dtype)
-        return embeds
-
-    def forward_embeds(self, embeds, position_ids, cache, **attn_kwargs):
-        # three position rows (no text row): the text model then builds no text position ids
-        out = self.language_model(
-            inputs_embeds=embeds,
-            position_ids=position_ids.to(embeds.device).unsqueeze(1),
-            past_key_values=cache,
-            use_cache=True,
-            attention_mask=None,
-            **attn_kwargs,
-        )
-        return out.last_hidden_state
+    """Adapter for Qwen3.5 and Qwen3.5-MoE (module docstring): Qwen3-VL's, whose ``encode_video``
+    returns the embeddings alone for a tower without DeepStack and whose ``num_layers`` /
+    ``layer_types`` (``TransformersVideoLM``) count the attention layers of a hybrid stack."""

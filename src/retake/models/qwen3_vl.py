@@ -186,7 +186,8 @@ class Qwen3VLAdapter(QwenVLAdapter):
     @torch.no_grad()
     def encode_video(self, video, batch_steps=16, out_device=None) -> VideoFeatures:
         """Span embeddings ``[N_v, hidden]`` and extras ``visual`` (bool ``[N_v]``) and
-        ``deepstack`` (``[N_v, n_deepstack, hidden]``, zero at text tokens)."""
+        ``deepstack`` (``[N_v, n_deepstack, hidden]``, zero at text tokens); the embeddings alone
+        for a tower without DeepStack (Qwen3.5)."""
         gt, gh, gw = video.grid_thw
         rows, P = gh * gw, video.tokens_per_step
         visual = self.model.model.visual
@@ -195,8 +196,8 @@ class Qwen3VLAdapter(QwenVLAdapter):
             embeds = feature_buffer(*embeds.shape, out_device, embeds.dtype).copy_(embeds)
         vis_idx = video.visual_mask.nonzero().squeeze(1)
         ds_device = out_device or self.deepstack_device or self.device
-        deep = torch.zeros(embeds.shape[0], len(visual.deepstack_visual_indexes), embeds.shape[1],
-                           device=ds_device, dtype=self.dtype)
+        n_deep = len(getattr(visual, "deepstack_visual_indexes", None) or [])
+        deep = torch.zeros(embeds.shape[0], n_deep, embeds.shape[1], device=ds_device, dtype=self.dtype) if n_deep else None
         for a in range(0, gt, batch_steps):
             b = min(gt, a + batch_steps)
             pv = video.pixel_values[a * rows : b * rows].to(visual.device, visual.dtype)
@@ -204,8 +205,10 @@ class Qwen3VLAdapter(QwenVLAdapter):
             out = self.model.model.get_video_features(pv, grid, return_dict=True)
             idx = vis_idx[a * P : b * P]
             embeds[idx.to(embeds.device)] = torch.cat(out.pooler_output).to(embeds.device, embeds.dtype)
-            for i, f in enumerate(out.deepstack_features):
+            for i, f in enumerate(out.deepstack_features if n_deep else ()):
                 deep[idx.to(ds_device), i] = torch.cat(f).to(ds_device, deep.dtype)
+        if not n_deep:
+            return embeds
         return VideoFeatures(embeds, {"visual": video.visual_mask.clone(), "deepstack": deep})
 
     # -- language model -----------------------------------------------------------------
