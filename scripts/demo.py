@@ -42,6 +42,10 @@ NEEDLE_METHODS = ("uniform,random,downsample,adaretake,retake,fastv,pyramiddrop,
                   "pyramidkv,h2o,adakv,knorm,flexselect,adaptoken,vidcom2,evs,fastvid,infinipot_v,streammem")
 # methods whose reference keeps a set per KV head: part 2 runs them with head_selection=shared too
 HEAD_METHODS = ("snapkv", "pyramidkv", "h2o", "adakv", "knorm", "infinipot_v")
+# part 2b, the hybrid needle model (Qwen3.5: 3 of 4 layers Gated DeltaNet): a subset, two budgets
+HYBRID_MODEL = os.path.join(ROOT, "checkpoints", "needle_qwen3_5")
+HYBRID_METHODS = "uniform,adaretake,snapkv,h2o,adakv,evs,infinipot_v"
+HYBRID_RATIOS = (0.1, 0.25)
 STREAMING_METHODS = "infinipot_v,streammem"
 UNKNOWN_RATIO = 0.1  # the budget of the "question unknown" column
 NEEDLE_MODEL = os.path.join(ROOT, "checkpoints", "needle_qwen2_5_vl")
@@ -97,6 +101,8 @@ def main() -> int:
     ap.add_argument("--videos", type=int, default=3, help="part 1 videos per benchmark (2 questions each)")
     ap.add_argument("--needle-methods", default=NEEDLE_METHODS, help="part 2 methods ('' skips part 2)")
     ap.add_argument("--needle-samples", type=int, default=48, help="part 2 held-out questions (default 48)")
+    ap.add_argument("--hybrid-model", default=HYBRID_MODEL, help="part 2b checkpoint (default: the committed hybrid needle model)")
+    ap.add_argument("--hybrid-methods", default=HYBRID_METHODS, help="part 2b methods ('' skips part 2b)")
     ap.add_argument("--streaming-methods", default=STREAMING_METHODS, help="part 3 methods ('' skips part 3)")
     ap.add_argument("--streaming-frames", default="16,32,64", help="part 3 frames sampled per video")
     args = ap.parse_args()
@@ -191,8 +197,8 @@ def main() -> int:
           f"r={UNKNOWN_RATIO} unknown: the question withheld while the video is compressed (guided methods read the "
           "chat template's tokens instead), same budget; prefill s: per sample, mean over the budgets")
     if heads:
-        print(f"\nper KV head (each head keeps its own tokens, as the methods' references) vs shared (one set per "
-              f"layer, the head-mean score); accuracy in %, the same budgets\n")
+        print("\nper KV head (each head keeps its own tokens, as the methods' references) vs shared (one set per "
+              "layer, the head-mean score); accuracy in %, the same budgets\n")
         rows = []
         for m in heads:
             per = known[known["method"] == m].set_index("max_context")["score"]
@@ -203,6 +209,7 @@ def main() -> int:
     plots = plot_accuracy(known, os.path.join(out, "plots"), log=lambda _: None)  # (none: the reference line)
     print(f"\n{len(cells)} cells in {elapsed:.0f} s under {needle_runs}; plot: {', '.join(map(str, plots))}")
     print(f"tables from any runs folder: python scripts/make_tables.py --runs {needle_runs} --paper results/paper --out {out}/tables")
+    hybrid_part(args, out)
     if not streaming:
         return 0
 
@@ -238,7 +245,49 @@ def main() -> int:
     return 0
 
 
-def needle_budgets(model: str, data_root: str) -> tuple[dict[float, int], int]:
+def hybrid_part(args, out: str) -> None:
+    """Part 2b: the hybrid needle model (``checkpoints/needle_qwen3_5``) on its own needle videos
+    (64 px: the same 2 x 2 tokens per grid step for its 16 px patches), uncompressed and a subset of
+    methods at two budgets."""
+    from retake.harness.tables import collect
+    from retake.synthetic import NeedleConfig, write_benchmark
+
+    methods = [m for m in args.hybrid_methods.split(",") if m]
+    if not methods:
+        return
+    if not os.path.exists(os.path.join(args.hybrid_model, "config.json")):
+        print(f"\n(part 2b skipped: no hybrid checkpoint in {args.hybrid_model}; make train-synthetic ARCH=qwen3_5)")
+        return
+    root = os.path.join(out, "needle_data_64")
+    if not os.path.isdir(root):
+        write_benchmark(os.path.join(root, "needle"), args.needle_samples, seed=1, cfg=NeedleConfig(size=64))
+    budgets, _ = needle_budgets(args.hybrid_model, os.path.join(root, "needle"), HYBRID_RATIOS)
+    runs_root = os.path.join(out, "hybrid_runs")
+    common = ["model=needle_qwen3_5", f"model.pretrained={os.path.abspath(args.hybrid_model)}", "model.device=cpu",
+              f"data_root={root}", "dataset=needle", "engine.chunk_frames=16", "engine.max_new_tokens=4",
+              f"run.results_root={runs_root}", "experiment_name=demo_hybrid"]
+    cells = [["method=none", "engine.max_context=100000", *common]]
+    cells += [[f"method={m}", f"engine.max_context={c}", *common] for c in budgets.values() for m in methods]
+    elapsed = run_cells(cells, "part 2b cells")
+    runs = collect(runs_root)
+    full = float(runs[runs["method"] == "none"]["score"].iloc[0])
+    print(f"\nretake demo, part 2b: the same benchmark on a hybrid model ({os.path.basename(args.hybrid_model)}: "
+          "Qwen3.5, 6 Gated DeltaNet + 2 attention layers; only the attention layers hold KV), "
+          f"{args.needle_samples} questions at 64 px; accuracy in %\n")
+    rows = [["none (all tokens)", *[x for _ in budgets for x in (f"{full:.1f}", "1.000")]]]
+    for m in methods:
+        sub = runs[runs["method"] == m].set_index("max_context")
+        cols = []
+        for c in budgets.values():
+            cols += [f"{sub.loc[c, 'score']:.1f}" if c in sub.index else "-",
+                     _mean(sub.loc[[c]] if c in sub.index else sub.iloc[0:0], "efficiency/achieved_keep_ratio/mean", "{:.3f}")]
+        rows.append([m, *cols])
+    print_table(["method", *[x for r, c in budgets.items() for x in (f"r={r} (C={c})", "keep")]], rows)
+    state = _mean(runs, "efficiency/recurrent_state_bytes/mean", "{:.0f}", scale=1 / 1024)
+    print(f"the linear layers' fixed state: {state} KiB beside the KV\n\n{len(cells)} cells in {elapsed:.0f} s under {runs_root}")
+
+
+def needle_budgets(model: str, data_root: str, ratios=KEEP_RATIOS) -> tuple[dict[float, int], int]:
     """max_context per keep ratio (``retake.synthetic.max_context_for``) and a needle question's
     tokens (``retake.synthetic.question_tokens_for``)."""
     from retake.harness.datasets import get_dataset
@@ -247,7 +296,7 @@ def needle_budgets(model: str, data_root: str) -> tuple[dict[float, int], int]:
 
     adapter = load_adapter(model, dtype="float32", device="cpu")
     first = get_dataset("needle").load(data_root)[0]
-    return {r: max_context_for(adapter, first, r) for r in KEEP_RATIOS}, question_tokens_for(adapter, first)
+    return {r: max_context_for(adapter, first, r) for r in ratios}, question_tokens_for(adapter, first)
 
 
 def _mean(cells, column: str, fmt: str, scale: float = 1.0) -> str:

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.xdist_group("demo")
 def run_demo(out) -> str:
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "demo.py"), "--out", str(out), "--methods", "none,adaretake",
            "--datasets", "videomme,lvbench", "--videos", "2", "--frames", "32", "--max-context", "500",
-           "--needle-methods", "uniform,adaretake,snapkv", "--needle-samples", "4", "--streaming-methods", "infinipot_v",
+           "--needle-methods", "uniform,adaretake,snapkv", "--needle-samples", "4", "--hybrid-methods", "adaretake",
+           "--streaming-methods", "infinipot_v",
            "--streaming-frames", "16,32"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -44,7 +45,8 @@ def mean_kv(folder) -> float:
 
 def test_demo_runs_cells_and_prints_the_tables(tmp_path):
     out = run_demo(tmp_path)
-    part1, part2 = out[out.index("part 1:"):out.index("part 2:")], out[out.index("part 2:"):out.index("part 3:")]
+    end2 = out.index("part 2b") if "part 2b" in out else out.index("part 3:")  # (2b: its table or the skip line)
+    part1, part2 = out[out.index("part 1:"):out.index("part 2:")], out[out.index("part 2:"):end2]
     part3 = out[out.index("part 3:"):]
 
     cells = sorted(os.listdir(tmp_path / "runs"))
@@ -93,6 +95,16 @@ def test_demo_runs_cells_and_prints_the_tables(tmp_path):
             pytest.approx(next(m for m in aware if m["cell"]["method"] == method and m["cell"]["max_context"] == budgets[1])
                           ["efficiency"]["kept_video_tokens_per_layer"], abs=1.0)
 
+    if os.path.isdir(tmp_path / "hybrid_runs"):  # part 2b: the committed hybrid needle model
+        hybrid = out[out.index("part 2b:"):out.index("part 3:")]
+        table = rows(hybrid, ["none (all tokens)", "adaretake"])
+        cells = [json.load(open(tmp_path / "hybrid_runs" / c / "metrics.json")) for c in os.listdir(tmp_path / "hybrid_runs")]
+        assert len(cells) == 1 + 2 and all(len(v) == 4 for v in table.values())  # 2 budgets: accuracy, keep
+        by = {m["cell"]["max_context"]: m for m in cells if m["cell"]["method"] == "adaretake"}
+        assert [float(v) for v in table["adaretake"][0::2]] == [pytest.approx(by[c]["metrics"]["accuracy"], abs=0.05) for c in sorted(by)]
+        assert all(m["efficiency"]["recurrent_state_bytes"]["mean"] > 0 for m in cells)
+    else:
+        assert "part 2b skipped" in out
     stream = rows(part3, ["none", "infinipot_v"])  # per frames: accuracy, held entries, peak KiB
     assert all(len(v) == 6 for v in stream.values())
     cap = budgets[1] - blind["adaretake"]["efficiency"]["kv_tokens_per_layer"]["mean"] + \

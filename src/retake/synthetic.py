@@ -240,8 +240,11 @@ def main(argv=None) -> int:
     ap.add_argument("--num-samples", type=int, default=64)
     ap.add_argument("--seed", type=int, default=1, help="1 is the held-out seed; training draws from seed 0")
     ap.add_argument("--num-frames", type=int, default=NeedleConfig.num_frames)
+    ap.add_argument("--size", type=int, default=NeedleConfig.size,
+                    help="frame side in px (56: Qwen2.5-VL's 14 px patches; 64 for Qwen3.5's 16 px: the same 2 x 2 tokens per step)")
     args = ap.parse_args(argv)
-    write_benchmark(args.out, args.num_samples, args.seed, NeedleConfig(num_frames=args.num_frames), progress=True)
+    cfg = NeedleConfig(num_frames=args.num_frames, size=args.size)
+    write_benchmark(args.out, args.num_samples, args.seed, cfg, progress=True)
     print(f"wrote {args.num_samples} samples to {args.out}/samples.jsonl")
     return 0
 
