@@ -68,3 +68,58 @@ def guard_start(module_name: str) -> None:
         os._exit(128 + int(getattr(value, "signum", signal.SIGINT)))
 
     sys.excepthook = hook
+
+
+# -- entry points: one line and an exit code (python -m retake.run, the runner's command line)
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the input's fault, shown as one line: bad values (ValueError), missing
+    files (FileNotFoundError: a benchmark layout, a checkpoint) and unreadable videos."""
+    from ..video import VideoDecodeError
+
+    return (ValueError, FileNotFoundError, VideoDecodeError)
+
+
+def report(error: BaseException) -> int:
+    """Say ``error`` in one line through the ``retake`` logger (``[retake] error: ...`` on
+    stderr; the job's log too under Hydra); returns the exit code: 2 for the input's fault, 74
+    for a file that cannot be written, 75 for a cell another process runs (``run.on_busy=exit``),
+    130 / 143 for an interrupt."""
+    from .. import log
+    from .files import EX_IOERR, WriteError, is_write_error
+
+    if isinstance(error, CellInterrupted):
+        log.warning(str(error))
+        return error.exit_code
+    if is_write_error(error):  # an OSError from code that does not name its writes
+        error = WriteError.from_os(getattr(error, "filename", None) or "a file", error)
+    log.error(f"error: {error}")
+    return getattr(error, "exit_code", None) or (EX_IOERR if isinstance(error, WriteError) else 2)
+
+
+def guarded(fn, *args):
+    """Call ``fn`` with SIGTERM raised as an interrupt; a user error, a write error, a busy cell
+    or an interrupt ends the process with :func:`report`'s code and one line."""
+    from .files import CellBusy, WriteError, is_write_error
+
+    try:
+        with sigterm_as_interrupt():
+            return fn(*args)
+    except KeyboardInterrupt as e:  # first: the next clause imports (an interrupt may have cut an import short)
+        interrupted(e)
+    except (CellInterrupted, WriteError, CellBusy, OSError, *user_errors()) as e:
+        expected = not isinstance(e, OSError) or isinstance(e, user_errors()) or is_write_error(e)
+        if not expected or (os.environ.get("RETAKE_TRACEBACK") and not isinstance(e, CellInterrupted)):
+            raise
+        sys.exit(report(e))
+
+
+def interrupted(error: KeyboardInterrupt) -> None:
+    """An interrupt outside a cell (start-up, imports, composing the config): one line, exit code
+    128 + the signal (130 Ctrl-C, 143 SIGTERM). A second Ctrl-C while it exits is ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from .. import log
+
+    log.warning("interrupted")
+    sys.exit(128 + int(getattr(error, "signum", signal.SIGINT)))

@@ -639,7 +639,7 @@ def log(rank: int, message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; Ctrl-C / SIGTERM at any moment from here on is one line (130 / 143)."""
-    from ..run import guarded, interrupted
+    from .interrupts import guarded, interrupted
 
     try:
         with sigterm_as_interrupt():

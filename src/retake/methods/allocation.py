@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import VideoPlan, budget_tokens
+from .base import VideoPlan, adjacent_distances, budget_tokens  # noqa: F401 (adjacent_distances: its users import it from here too)
 
 
 def project_ratios(raw: torch.Tensor, sizes: torch.Tensor, total: float, lo: float, hi: float = 1.0, iters: int = 100) -> torch.Tensor:
@@ -32,12 +32,6 @@ def project_ratios(raw: torch.Tensor, sizes: torch.Tensor, total: float, lo: flo
         else:
             b = mid
     return torch.clamp(raw - (a + b) / 2, lo, hi)
-
-
-def adjacent_distances(x: torch.Tensor) -> torch.Tensor:
-    """``1 - cos(x[t], x[t-1])`` for t >= 1 along dim 0, cosine over the last dim:
-    ``[T, ..., D] -> [T - 1, ...]``."""
-    return 1 - torch.nn.functional.cosine_similarity(x[1:].float(), x[:-1].float(), dim=-1)
 
 
 def frame_distances(step_features: torch.Tensor) -> torch.Tensor:

@@ -121,13 +121,17 @@ class VideoPlan:
     def token_distances(self, block: int = 64) -> torch.Tensor:
         """``d [num_steps, tokens_per_step]`` on CPU: ``1 - cos`` of each grid token with the
         same grid position one step earlier (``d[0] = 1``), ``block`` steps at a time."""
-        from .allocation import adjacent_distances  # (allocation imports this module)
-
         idx = self.grid_index().to(self.features.device)
         d = torch.ones(idx.shape, dtype=torch.float32)
         for a in range(1, idx.shape[0], block):
             d[a : a + block] = adjacent_distances(self.features[idx[a - 1 : a + block]]).cpu()
         return d
+
+
+def adjacent_distances(x: torch.Tensor) -> torch.Tensor:
+    """``1 - cos(x[t], x[t-1])`` for t >= 1 along dim 0, cosine over the last dim:
+    ``[T, ..., D] -> [T - 1, ...]``."""
+    return 1 - torch.nn.functional.cosine_similarity(x[1:].float(), x[:-1].float(), dim=-1)
 
 
 @dataclass(frozen=True)
