@@ -1,6 +1,6 @@
 """Video input: decode, sample frames uniformly, resize.
 
-Sampling rule (spec §0): ``T = round_to_even(duration * fps)`` clamped to
+Sampling rule (the papers'; docs/architecture.md): ``T = round_to_even(duration * fps)`` clamped to
 ``[2, max_frames]``, frame indices ``linspace(0, total - 1, T)`` over the decoded timeline;
 frames resized so that the long side is at most ``max_long_side`` (aspect ratio kept),
 each side then rounded to a multiple of ``size_factor`` (28 = Qwen patch 14 x merge 2).

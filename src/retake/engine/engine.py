@@ -1,4 +1,4 @@
-"""Chunked prefill with per-chunk KV compression (spec §2), batch size 1.
+"""Chunked prefill with per-chunk KV compression (docs/architecture.md, "Protocol"), batch size 1.
 
 1. prefill the prefix (system prompt, user header, vision start) uncompressed;
 2. encode the video in bounded batches of grid steps, show the method the plan;
@@ -193,7 +193,7 @@ def chunk_spans(step_token_offsets: list[int], steps_per_chunk: int) -> list[Chu
 
 
 def keep_ratio(max_context: int, num_text: int, num_video: int) -> float:
-    """Global video keep ratio r = min(1, (C - n_text) / N_v) (spec §1)."""
+    """Global video keep ratio r = min(1, (C - n_text) / N_v) (docs/architecture.md, "Budget")."""
     room = max_context - num_text
     if room < 1:
         raise ValueError(f"max_context={max_context} leaves no room for video: the text alone is {num_text} tokens")
@@ -339,7 +339,7 @@ class Engine:
 
         The same as :meth:`prefill_video` then :meth:`answer`; in question mode ``unknown`` the
         state does not depend on the question, so a caller may keep it for the video's other
-        questions (``docs/engine.md``)."""
+        questions (``docs/architecture.md``)."""
         mode = self.config.question_mode
         if proxy is None and (mode == "unknown" or (method.declared("uses_guide") and method.proxy_guide)):
             # no system prompt: a prompt built with one needs its own proxy (answer() checks)

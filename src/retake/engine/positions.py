@@ -1,4 +1,4 @@
-"""Position reforging (``EngineConfig.reforge_positions``, spec §2 "optional").
+"""Position reforging (``EngineConfig.reforge_positions``; docs/methods.md, "Model options used by the methods").
 
 After a chunk is compressed in a layer, the kept tokens' temporal ids (row 0 of the position
 ids; the only row for 1-D RoPE) are compressed by the layer's keep ratio

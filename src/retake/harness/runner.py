@@ -22,7 +22,7 @@
 
 The cell directory (``docs/harness.md``)::
 
-    <results_root>/<model>__<method>[-<m>]__<dataset>__<max_context>__<max_frames>[__reforge][__s<s>][__limit<N>]
+    <results_root>/<model>__<method>[-<m>]__<dataset>__<max_context>__<max_frames>[__reforge][__unknown][__s<s>][__limit<N>]
 
 ``m``: 8 hex digits of sha1 over the method parameters that differ from the method's
 defaults (sorted JSON); ``s``: the same over the sampling / engine settings that differ from

@@ -213,7 +213,7 @@ def capped_counts(weights: torch.Tensor, caps: torch.Tensor, total: int) -> torc
 
 def input_budget(plan: VideoPlan) -> int:
     """Video tokens a pre-LLM method may feed: ``round(r * N_v)`` (at least 1), the budget of
-    every method (spec §1)."""
+    every method (docs/architecture.md, "Budget")."""
     return max(1, int(round_half_up(plan.keep_ratio * plan.num_video_tokens)))
 
 

@@ -64,7 +64,7 @@ class VideoPlan:
         tokens are visual. Every span token, text or not, may be dropped like any other.
     step_token_offsets: ``[num_steps + 1]`` token offset of each grid step.
     tokens_per_step: grid (visual) tokens per step.
-    keep_ratio: global video keep ratio r = min(1, (max_context - text) / N_v) (spec §1).
+    keep_ratio: global video keep ratio r = min(1, (max_context - text) / N_v) (docs/architecture.md, "Budget").
     input_keep: set by a method in ``begin`` (or ``end_scoring``) to drop video tokens before
         prefill: bool ``[N_v]``; dropped tokens are never fed, kept ones keep their positions,
         and a chunk's ``select`` indices then refer to its fed tokens only
