@@ -104,6 +104,7 @@ def test_an_installed_wheel_runs_a_cell_outside_the_checkout(tmp_path):
 
     names = zipfile.ZipFile(wheel).namelist()
     assert "retake/conf/config.yaml" in names and "retake/conf/method/adaretake.yaml" in names
+    assert "retake/checkpoints/needle_qwen2_5_vl/model.safetensors" in names  # the default model ships too
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -124,6 +125,9 @@ def test_an_installed_wheel_runs_a_cell_outside_the_checkout(tmp_path):
     assert where.returncode == 0, where.stderr
     module, conf = where.stdout.split()
     assert module.startswith(str(venv)) and conf.startswith(str(venv)), where.stdout
+    needle = subprocess.run([python, "-c", "from retake.harness.schema import project_path; "
+                             "print(project_path('checkpoints/needle_qwen2_5_vl'))"], cwd=work, capture_output=True, text=True, env=ENV)
+    assert needle.stdout.strip().startswith(str(venv)) and os.path.isfile(os.path.join(needle.stdout.strip(), "config.json"))
     r = subprocess.run([python, "-m", "retake.run", "model=tiny_qwen2_vl", "dataset=synthetic", "method=snapkv",
                         "run.limit=2", "engine.max_context=320", "engine.chunk_frames=4", "sampling.max_long_side=56",
                         "engine.max_new_tokens=2"],
