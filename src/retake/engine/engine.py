@@ -1,12 +1,14 @@
 """Chunked prefill with per-chunk KV compression (docs/architecture.md, "Protocol"), batch size 1.
 
-1. prefill the prefix (system prompt, user header, vision start) uncompressed;
-2. encode the video in bounded batches of grid steps, show the method the plan;
+1. encode the video in bounded batches of grid steps, show the method the plan (``begin``);
+2. prefill the prefix (system prompt, user header, vision start) uncompressed: with fast
+   paths inside the first chunk's forward; a two-pass method's scoring pass then runs;
 3. per chunk of ``chunk_frames`` frames: run ``[chunk ; guide]`` through the model, chunk
    tokens at their own positions, the guide right after the chunk (its ids shifted so its
    first temporal id is the chunk's max id + 1); every layer attends over its own
    (compressed) cache plus the causal part of the input; then the method picks, per
-   layer, the chunk tokens to keep and the guide's entries are dropped;
+   layer, the chunk tokens to keep and the guide's entries are dropped (on a hybrid model
+   the guide runs as a second forward and the recurrent states are put back after it);
 4. prefill the suffix at its original positions;
 5. decode greedily, positions continuing from max position + 1.
 
