@@ -150,7 +150,8 @@ def main() -> int:
     print("keep: kept video tokens / the video's, mean over layers; KV/layer: cache entries per layer after prefill; "
           "prefill s: per sample, vision included (means over the benchmarks)")
     print(f"\n{len(cells)} cells in {elapsed:.0f} s under {runs_root}")
-    if not needle_methods:
+    if not needle_methods:  # (part 2b, the hybrid model, runs without part 2)
+        hybrid_part(args, out)
         return 0
 
     # -- part 2: the needle benchmark -----------------------------------------------------------
