@@ -42,10 +42,11 @@ NEEDLE_METHODS = ("uniform,random,downsample,adaretake,retake,fastv,pyramiddrop,
                   "pyramidkv,h2o,adakv,knorm,flexselect,adaptoken,vidcom2,evs,fastvid,infinipot_v,streammem")
 # methods whose reference keeps a set per KV head: part 2 runs them with head_selection=shared too
 HEAD_METHODS = ("snapkv", "pyramidkv", "h2o", "adakv", "knorm", "infinipot_v")
-# part 2b, the hybrid needle model (Qwen3.5: 3 of 4 layers Gated DeltaNet): a subset, two budgets
+# part 2b, the hybrid needle model (Qwen3.5: 3 of 4 layers Gated DeltaNet): a subset at one budget
+# (docs/synthetic.md has more: --hybrid-ratios 0.1,0.25 --hybrid-methods ...)
 HYBRID_MODEL = os.path.join(ROOT, "checkpoints", "needle_qwen3_5")
-HYBRID_METHODS = "uniform,adaretake,snapkv,h2o,adakv,evs,infinipot_v"
-HYBRID_RATIOS = (0.1, 0.25)
+HYBRID_METHODS = "uniform,adaretake,snapkv,h2o,evs,infinipot_v"
+HYBRID_RATIOS = "0.1"
 STREAMING_METHODS = "infinipot_v,streammem"
 UNKNOWN_RATIO = 0.1  # the budget of the "question unknown" column
 NEEDLE_MODEL = os.path.join(ROOT, "checkpoints", "needle_qwen2_5_vl")
@@ -103,6 +104,7 @@ def main() -> int:
     ap.add_argument("--needle-samples", type=int, default=48, help="part 2 held-out questions (default 48)")
     ap.add_argument("--hybrid-model", default=HYBRID_MODEL, help="part 2b checkpoint (default: the committed hybrid needle model)")
     ap.add_argument("--hybrid-methods", default=HYBRID_METHODS, help="part 2b methods ('' skips part 2b)")
+    ap.add_argument("--hybrid-ratios", default=HYBRID_RATIOS, help="part 2b keep ratios, comma-separated")
     ap.add_argument("--streaming-methods", default=STREAMING_METHODS, help="part 3 methods ('' skips part 3)")
     ap.add_argument("--streaming-frames", default="16,32,64", help="part 3 frames sampled per video")
     args = ap.parse_args()
@@ -249,7 +251,7 @@ def main() -> int:
 def hybrid_part(args, out: str) -> None:
     """Part 2b: the hybrid needle model (``checkpoints/needle_qwen3_5``) on its own needle videos
     (64 px: the same 2 x 2 tokens per grid step for its 16 px patches), uncompressed and a subset of
-    methods at two budgets."""
+    methods (``--hybrid-ratios``)."""
     from retake.harness.tables import collect
     from retake.synthetic import NeedleConfig, write_benchmark
 
@@ -262,7 +264,8 @@ def hybrid_part(args, out: str) -> None:
     root = os.path.join(out, "needle_data_64")
     if not os.path.isdir(root):
         write_benchmark(os.path.join(root, "needle"), args.needle_samples, seed=1, cfg=NeedleConfig(size=64))
-    budgets, _ = needle_budgets(args.hybrid_model, os.path.join(root, "needle"), HYBRID_RATIOS)
+    ratios = tuple(float(r) for r in args.hybrid_ratios.split(","))
+    budgets, _ = needle_budgets(args.hybrid_model, os.path.join(root, "needle"), ratios)
     runs_root = os.path.join(out, "hybrid_runs")
     common = ["model=needle_qwen3_5", f"model.pretrained={os.path.abspath(args.hybrid_model)}", "model.device=cpu",
               f"data_root={root}", "dataset=needle", "engine.chunk_frames=16", "engine.max_new_tokens=4",
