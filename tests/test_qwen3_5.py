@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import make_inputs
+from test_qwen3_vl import plain_logits, rel_err  # the same processor-equivalent forward
 from retake.engine import CompressibleCache, Engine, EngineConfig
 from retake.methods import METHODS, LayerKeep, Method, get_method
 
@@ -33,22 +34,6 @@ def plain(new_dirs):
 @pytest.fixture(params=["qwen3_5", "qwen3_5_moe"])
 def hybrid(request, new_adapters):
     return request.param, new_adapters[request.param]
-
-
-@torch.no_grad()
-def plain_logits(model, ad, inputs, prompt, extra_tokens=()):
-    ids = torch.cat([prompt.input_ids, torch.tensor(list(extra_tokens), dtype=torch.long)])
-    pos = prompt.position_ids
-    if extra_tokens:
-        nxt = int(pos.max()) + 1
-        pos = torch.cat([pos, torch.arange(nxt, nxt + len(extra_tokens)).expand(3, -1)], dim=1)
-    out = model(input_ids=ids[None], pixel_values_videos=inputs.pixel_values, video_grid_thw=torch.tensor([inputs.grid_thw]),
-                position_ids=pos[:, None], mm_token_type_ids=(ids == ad.video_token_id).long()[None] * 2)
-    return out.logits[0, -1]
-
-
-def rel_err(a, b):
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def states(cache: CompressibleCache) -> list[torch.Tensor]:
