@@ -200,6 +200,11 @@ class VideoLMAdapter(ABC):
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
 
+# Passing a dict skips transformers' mask construction: the engine's attention function
+# builds the (bottom-right causal) mask itself from the query and key lengths.
+NO_MASK = {"full_attention": None, "sliding_attention": None}
+
+
 class TransformersVideoLM(VideoLMAdapter):
     """Members shared by adapters of transformers ``*ForConditionalGeneration`` models whose
     language model is ``model.model.language_model`` and head ``model.lm_head``. Subclasses
@@ -243,6 +248,33 @@ class TransformersVideoLM(VideoLMAdapter):
 
     def embed(self, input_ids):
         return self.language_model.embed_tokens(input_ids.to(self.device)).unsqueeze(0)
+
+    def chat_text(self, question: str, system_prompt: str | None = None) -> str:
+        """The chat template's text of a user turn: the video, then the question (a system turn first
+        if given)."""
+        messages = []
+        if system_prompt is not None:
+            messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
+        messages.append({"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]})
+        return self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat_template, add_generation_prompt=True, tokenize=False
+        )
+
+    # 1-D positions (``[1, S]``: LLaVA-OneVision, InternVL); Qwen's M-RoPE adapters override these
+    def forward_embeds(self, embeds, position_ids, cache, **attn_kwargs):
+        out = self.language_model(
+            inputs_embeds=embeds,
+            position_ids=position_ids.to(embeds.device),  # [1, S]: batch 1, one row
+            past_key_values=cache,
+            use_cache=True,
+            attention_mask=NO_MASK,
+            **attn_kwargs,
+        )
+        return out.last_hidden_state
+
+    def rope(self, position_ids, like):
+        cos, sin = self.language_model.rotary_emb(like, position_ids.to(like.device))
+        return cos[0], sin[0]
 
     def last_mlp(self):
         """The language model's last decoder layer's MLP (the engine skips its rows nobody reads)."""

@@ -29,7 +29,6 @@ import torch
 
 from ..video import resize_frames
 from .base import Prompt, TransformersVideoLM, VideoInputs, feature_buffer, load_chat_template
-from .qwen2_vl import NO_MASK
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -185,15 +184,6 @@ class InternVLAdapter(TransformersVideoLM):
             span_ids=span,
         )
 
-    def chat_text(self, question: str, system_prompt: str | None = None) -> str:
-        messages = []
-        if system_prompt is not None:
-            messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
-        messages.append({"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]})
-        return self.tokenizer.apply_chat_template(
-            messages, chat_template=self.chat_template, add_generation_prompt=True, tokenize=False
-        )
-
     def build_prompt(self, question, video, system_prompt=None) -> Prompt:
         text = self.chat_text(question, system_prompt)
         parts = text.split(self.video_token)
@@ -231,19 +221,3 @@ class InternVLAdapter(TransformersVideoLM):
                 raise RuntimeError(f"vision features: {feats.shape[1]} tokens per frame, the prompt expects {P}")
             embeds[vis_idx[a * P : a * P + feats.shape[0] * P]] = feats.flatten(0, 1).to(embeds.device, embeds.dtype)
         return embeds
-
-    # -- language model (shared members: TransformersVideoLM) ------------------------------
-    def forward_embeds(self, embeds, position_ids, cache, **attn_kwargs):
-        out = self.language_model(
-            inputs_embeds=embeds,
-            position_ids=position_ids.to(embeds.device),  # [1, S]: batch 1, one row
-            past_key_values=cache,
-            use_cache=True,
-            attention_mask=NO_MASK,
-            **attn_kwargs,
-        )
-        return out.last_hidden_state
-
-    def rope(self, position_ids, like):
-        cos, sin = self.language_model.rotary_emb(like, position_ids.to(like.device))
-        return cos[0], sin[0]

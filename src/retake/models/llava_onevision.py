@@ -28,7 +28,6 @@ import torch
 
 from ..video import resize_frames
 from .base import Prompt, TransformersVideoLM, VideoInputs, feature_buffer, load_chat_template
-from .qwen2_vl import NO_MASK
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
@@ -160,15 +159,6 @@ class LlavaOnevisionAdapter(TransformersVideoLM):
             token_grid=(self.pooled_side, self.pooled_side),
         )
 
-    def chat_text(self, question: str, system_prompt: str | None = None) -> str:
-        messages = []
-        if system_prompt is not None:
-            messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
-        messages.append({"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]})
-        return self.tokenizer.apply_chat_template(
-            messages, chat_template=self.chat_template, add_generation_prompt=True, tokenize=False
-        )
-
     def build_prompt(self, question, video, system_prompt=None) -> Prompt:
         text = self.chat_text(question, system_prompt)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -203,19 +193,3 @@ class LlavaOnevisionAdapter(TransformersVideoLM):
         if at + 1 != video.num_tokens:
             raise RuntimeError(f"vision features: {at + 1} tokens, the prompt expects {video.num_tokens}")
         return out
-
-    # -- language model (shared members: TransformersVideoLM) ------------------------------
-    def forward_embeds(self, embeds, position_ids, cache, **attn_kwargs):
-        out = self.language_model(
-            inputs_embeds=embeds,
-            position_ids=position_ids.to(embeds.device),  # [1, S]: batch 1, one row
-            past_key_values=cache,
-            use_cache=True,
-            attention_mask=NO_MASK,
-            **attn_kwargs,
-        )
-        return out.last_hidden_state
-
-    def rope(self, position_ids, like):
-        cos, sin = self.language_model.rotary_emb(like, position_ids.to(like.device))
-        return cos[0], sin[0]

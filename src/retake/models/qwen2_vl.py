@@ -22,14 +22,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Prompt, TransformersVideoLM, VideoInputs, feature_buffer, load_chat_template
+from .base import NO_MASK, Prompt, TransformersVideoLM, VideoInputs, feature_buffer, load_chat_template
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
-# Passing a dict skips transformers' mask construction: the engine's attention function
-# builds the (bottom-right causal) mask itself from the query and key lengths.
-NO_MASK = {"full_attention": None, "sliding_attention": None}
 
 
 @dataclass
@@ -143,15 +140,6 @@ class QwenVLAdapter(TransformersVideoLM):
             sampling_fps=sampling_fps,
             timestamps=list(timestamps),
             token_grid=(grid[1] // self.pp.merge_size, grid[2] // self.pp.merge_size),
-        )
-
-    def chat_text(self, question: str, system_prompt: str | None = None) -> str:
-        messages = []
-        if system_prompt is not None:
-            messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
-        messages.append({"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]})
-        return self.tokenizer.apply_chat_template(
-            messages, chat_template=self.chat_template, add_generation_prompt=True, tokenize=False
         )
 
     def build_prompt(self, question, video, system_prompt=None) -> Prompt:
