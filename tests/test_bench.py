@@ -4,14 +4,13 @@ bound the KV cache, reuse that reuses). Timings themselves are not asserted."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-
-from conftest import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,8 +66,13 @@ def test_bench_suites_at_toy_sizes(tmp_path):
         assert reused["accuracy"] == per_q["accuracy"] and reused["vs_per_question"] > 0
 
 
-def bench_module():
-    return load_script("bench")
+def bench_part(name: str):
+    """The bench's module ``scripts/bench_suites/<name>.py`` (a package beside ``scripts/bench.py``,
+    not part of ``retake``)."""
+    scripts = os.path.join(ROOT, "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    return importlib.import_module(f"bench_suites.{name}")
 
 
 def test_gpu_suite_builds_the_real_7b_architecture():
@@ -77,7 +81,7 @@ def test_gpu_suite_builds_the_real_7b_architecture():
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    cfg, _ = bench_module().full_size_config()
+    cfg, _ = bench_part("fullsize").full_size_config()
     with torch.device("meta"):
         model = Qwen2_5_VLForConditionalGeneration(cfg)
     n = sum(p.numel() for p in model.parameters())
@@ -96,7 +100,7 @@ def test_flop_count_matches_the_attention_calls(tiny_dirs, video_path, monkeypat
     from retake.models import load_adapter
     from retake.video import load_video
 
-    bench = bench_module()
+    flops = bench_part("flops")
     ad = load_adapter(tiny_dirs["qwen2_5_vl"], dtype="float32", device="cpu")
     v = load_video(video_path, fps=2.0, max_frames=16, max_long_side=84)
     video = ad.prepare_video(v.frames, v.sampling_fps, v.timestamps)
@@ -114,11 +118,11 @@ def test_flop_count_matches_the_attention_calls(tiny_dirs, video_path, monkeypat
             return real(q, k, v, scale)
 
         monkeypatch.setattr(attention, "causal_sdpa", counting)
-        rec = bench.Recording(get_method(method), torch.device("cpu"))
+        rec = flops.Recording(get_method(method), torch.device("cpu"))
         Engine(ad, EngineConfig(chunk_frames=4, max_context=context, max_new_tokens=1)).run(video, prompt, rec)
         monkeypatch.setattr(attention, "causal_sdpa", real)
         g = prompt.input_ids.shape[0] - prompt.video_end if rec.uses_guide else 0
-        counted = bench.prefill_flops(ad.model.config, prompt, video, rec, g)["llm"] - 2 * d * t.vocab_size
+        counted = flops.prefill_flops(ad.model.config, prompt, video, rec, g)["llm"] - 2 * d * t.vocab_size
         L = t.num_hidden_layers
         # forwards of L calls each: the prefix with the first chunk, the other chunks, the suffix
         assert len(calls) == L * (1 + len(rec.fed))
