@@ -2,7 +2,7 @@
 
 The model is a real Qwen2.5-VL (``Qwen2_5_VLForConditionalGeneration`` built from a small
 config: a 2-block vision tower, a 4-layer language model), so every adapter, the engine and
-every method run on it unchanged. It learns the needle benchmark (``retake.synthetic``):
+every method run on it unchanged. It learns the needle benchmark (``retake.needle``):
 training samples are drawn fresh from seed 0 (never the held-out seed 1), rendered, cut into
 patches by the same preprocessing as inference, and prompted with the harness's own prompt
 (``format_prompt``) through the adapter's chat template and M-RoPE positions. The loss is the
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from retake.harness.samples import Sample, format_prompt, parse_answer
-from retake.synthetic import COLOURS, QUESTION_TYPES, NeedleConfig, make_sample, max_context_for, write_benchmark
+from retake.needle import COLOURS, QUESTION_TYPES, NeedleConfig, make_sample, max_context_for, write_benchmark
 
 # the architectures the needle model is trained on: their sizes and the needle videos' side
 ARCHS = {

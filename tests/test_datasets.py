@@ -14,9 +14,9 @@ import pytest
 
 from conftest import load_script
 from retake.harness import datasets as D
+from retake.harness.benchmarks.synthetic import FORMATS, write_synthetic_benchmark
 from retake.harness.samples import format_prompt
 from retake.harness.scoring import score_mlvu_test
-from retake.harness.synthetic_data import FORMATS, write_synthetic_benchmark
 from retake.video import VideoDecodeError, load_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +198,7 @@ def test_synthetic_writer_is_seeded_and_validates(tmp_path):
 
 
 def test_synthetic_cli_uses_the_config_folders(tmp_path, capsys):
-    from retake.harness.synthetic_data import main
+    from retake.harness.benchmarks.synthetic import main
 
     assert main(["--out", str(tmp_path), "--formats", "mlvu_dev", "longvideobench_val", "--num-videos", "2"]) == 0
     assert sorted(os.listdir(tmp_path)) == ["longvideobench", "mlvu"]

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from conftest import load_script
-from retake.synthetic import NeedleConfig, write_benchmark
+from retake.needle import NeedleConfig, write_benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # checkpoint -> (its needle videos' side, the most minutes its training may have taken: the

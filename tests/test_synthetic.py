@@ -1,4 +1,4 @@
-"""The needle benchmark generator (retake.synthetic): seeded, balanced, the needles where the
+"""The needle benchmark generator (retake.needle): seeded, balanced, the needles where the
 annotation says, real encoded videos that the harness's `needle` dataset loads."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from retake.harness.datasets import get_dataset
-from retake.synthetic import COLOURS, OPTIONS, QUESTION_TYPES, NeedleConfig, make_sample, write_benchmark
+from retake.needle import COLOURS, OPTIONS, QUESTION_TYPES, NeedleConfig, make_sample, write_benchmark
 from retake.video import load_video
 
 
@@ -93,3 +93,26 @@ def test_written_benchmark_loads_and_decodes(tmp_path):
     start, colour = s.meta["needles"][0]
     decoded = video.frames.permute(0, 2, 3, 1).numpy()
     assert colour_mask(decoded[start : start + 2], colour, tol=30).sum() >= 0.8 * 2 * cfg.needle_side ** 2
+
+
+def test_the_former_module_names_still_work(tmp_path):
+    """``retake.synthetic`` (the needle benchmark's former name) is ``retake.needle``: the same
+    objects and the same command line; ``retake.harness.synthetic_data`` is
+    ``retake.harness.benchmarks.synthetic``."""
+    import subprocess
+    import sys
+
+    import retake.needle
+    import retake.synthetic
+    from retake.harness import synthetic_data
+    from retake.harness.benchmarks import synthetic
+
+    assert all(getattr(retake.synthetic, n) is getattr(retake.needle, n) for n in retake.needle.__all__)
+    assert synthetic_data.write_synthetic_benchmark is synthetic.write_synthetic_benchmark
+    out = tmp_path / "needle"
+    r = subprocess.run([sys.executable, "-m", "retake.synthetic", "--out", str(out), "--num-samples", "2",
+                        "--num-frames", "16", "--size", "64"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and f"wrote 2 samples to {out}/samples.jsonl" in r.stdout, r.stderr[-2000:]
+    assert [s.uid for s in get_dataset("needle").load(str(out))] == ["needle-1-00000", "needle-1-00001"]
+    r = subprocess.run([sys.executable, "-m", "retake.harness.synthetic_data", "--help"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "--formats" in r.stdout
