@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import dataclasses
 import os
 import re
 
@@ -149,9 +150,9 @@ def test_ranges_are_checked_before_a_cell_starts():
 
 def test_one_source_of_defaults():
     """conf/config.yaml repeats no default of the schema; the runner's, the lmms-eval model's and
-    the composed config's defaults are the schema's."""
+    the composed config's defaults are the schema's, and the schema's are the library's."""
     from retake.harness import schema
-    from retake.harness.lmms_model import MODEL_ARGS
+    from retake.harness.lmms_model import parse_model_args
     from retake.harness.runner import resolve_config
 
     raw = OmegaConf.load(os.path.join(CONF, "config.yaml"))
@@ -163,6 +164,62 @@ def test_one_source_of_defaults():
                 "sampling.backend", "sampling.resize", "run.max_failed_fraction", "run.reuse_videos"):
         section, name = key.split(".")
         assert composed[section][name] == plain[section][name] == schema.default(key)
-    for name, key in (("max_context", "engine.max_context"), ("backend", "sampling.backend"),
-                      ("max_new_tokens", "engine.max_new_tokens"), ("prefetch", "run.prefetch")):
-        assert MODEL_ARGS[name][1] == schema.default(key)
+    lm = parse_model_args({"pretrained": "/m"})
+    for section in ("engine", "sampling"):
+        for f in dataclasses.fields(getattr(lm, section)):
+            assert getattr(getattr(lm, section), f.name) == schema.default(f"{section}.{f.name}"), f.name
+    assert lm.run.prefetch == schema.default("run.prefetch")
+
+
+def test_every_setting_is_declared_once_and_settable_everywhere():
+    """The schema's sampling and engine sections are the library's dataclasses (the engine's only
+    redeclares max_new_tokens' default); every one of their fields is settable from Hydra, the
+    lmms-eval model args and ``retake ask``, and reaches the typed config unchanged in form."""
+    import argparse
+    import re
+
+    from retake.cli import build_parser
+    from retake.config import EngineConfig, SamplingConfig
+    from retake.harness import schema
+    from retake.harness.cells import typed
+    from retake.harness.lmms_model import model_args_string, parse_model_args
+
+    assert schema.SamplingSection is SamplingConfig and issubclass(schema.EngineSection, EngineConfig)
+    assert set(schema.EngineSection.__dataclass_fields__) == set(EngineConfig.__dataclass_fields__)
+    assert {k for k in vars(schema.EngineSection).get("__annotations__", {})} == {"max_new_tokens"}
+    # one declaration of max_context with a default (VideoPlan.max_context is the value a method is given)
+    src = os.path.join(os.path.dirname(CONF), "src", "retake")
+    hits = []
+    for root, _, files in os.walk(src):
+        for name in files:
+            if name.endswith(".py"):
+                text = open(os.path.join(root, name), encoding="utf-8").read()
+                hits += [name for _ in re.finditer(r"^\s+max_context\s*:\s*int\s*=", text, re.M)]
+    assert hits == ["config.py"], hits
+    ask = build_parser()._subparsers._group_actions[0].choices["ask"]
+    flags = {a.dest for a in ask._actions}
+    values = {"engine": {"chunk_frames": 3, "max_context": 999, "max_new_tokens": 5, "max_guide_tokens": 7,
+                         "vision_batch_steps": 2, "reforge_positions": True, "offload_features": True,
+                         "question_mode": "unknown", "question_tokens": 11, "fast_paths": False},
+              "sampling": {"fps": 1.5, "max_frames": 8, "max_long_side": 224, "backend": "decord", "resize": "float32",
+                           "strict_frames": True}}
+    for section, cls in (("engine", EngineConfig), ("sampling", SamplingConfig)):
+        assert set(values[section]) == set(cls.__dataclass_fields__)  # the test covers every field
+        overrides = [f"{section}.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in values[section].items()]
+        got = getattr(typed(compose("config", overrides=overrides)), section)
+        flat = getattr(parse_model_args({"pretrained": "/m", **{k: str(v) for k, v in values[section].items()}}), section)
+        argv = ["v.mp4", "q", "--model", "/m"]
+        for k, v in values[section].items():
+            argv += [f"--{k.replace('_', '-')}"] if v is True else [f"--no-{k.replace('_', '-')}"] if v is False \
+                else [f"--{k.replace('_', '-')}", str(v)]
+        from retake.config import section_from_args
+
+        cli = section_from_args(cls, ask.parse_args(argv), section)
+        for k, v in values[section].items():
+            assert k in flags
+            assert getattr(got, k) == getattr(flat, k) == getattr(cli, k) == v, (section, k)
+    # lmms-eval's command-line form reads back to the same typed arguments
+    args = parse_model_args({"pretrained": "/m", "max_context": "1024", "fast_paths": "false"})
+    again = parse_model_args(dict(p.split("=", 1) for p in model_args_string(args).split(",")))
+    assert again == args and again.engine.fast_paths is False
+    assert isinstance(argparse.ArgumentParser, type)

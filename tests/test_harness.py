@@ -141,15 +141,22 @@ def test_model_args_from_command_line_strings():
     typed = parse_model_args({"pretrained": "/m", "max_context": "1024", "rope_scaling_factor": "none",
                               "method_args": '{"layer_allocation": "even", "r_min": 0.01}', "reforge_positions": "true",
                               "fps": 1, "batch_size": 1})
-    assert typed["max_context"] == 1024 and typed["rope_scaling_factor"] is None and typed["reforge_positions"] is True
-    assert typed["method_args"] == {"layer_allocation": "even", "r_min": 0.01} and typed["fps"] == 1.0
-    # what the runner would pass on a command line reads back to the same values
+    assert typed.engine.max_context == 1024 and typed.model.rope_scaling_factor is None
+    assert typed.engine.reforge_positions is True
+    assert typed.method_args == {"layer_allocation": "even", "r_min": 0.01} and typed.sampling.fps == 1.0
+    # what the runner would pass on a command line reads back to the same values, through
+    # lmms-eval's own parsing of --model_args and through ours (RetakeLMM.create_from_arg_string)
     again = parse_model_args(simple_parse_args_string(model_args_string(typed)))
     assert again == typed
-    with pytest.raises(ValueError, match="unknown model_args.*max_contxt.*valid: pretrained"):
+    from retake.harness.lmms_model import _split_args
+
+    assert parse_model_args(dict(p.split("=", 1) for p in _split_args(model_args_string(typed)))) == typed
+    with pytest.raises(ValueError, match="unknown model_args.*max_contxt.*valid: method.*max_context"):
         parse_model_args({"pretrained": "/m", "max_contxt": 1})
     with pytest.raises(ValueError, match="max_context"):
         parse_model_args({"pretrained": "/m", "max_context": "lots"})
+    with pytest.raises(ValueError, match="question_mode.*valid: aware, unknown"):
+        parse_model_args({"pretrained": "/m", "question_mode": "blind"})
     with pytest.raises(ValueError, match="valid choices"):  # before any model is loaded
         RetakeLMM(pretrained="/nonexistent", method="magic")
 
@@ -173,16 +180,16 @@ def test_device_map_reaches_the_loader(bench, monkeypatch):
             small = compose("config", overrides=["model=qwen2_5_vl_7b", "data_root=/d"])
     finally:
         GlobalHydra.instance().clear()
-    assert model_args(resolve_config(big), None, "/p")["device_map"] == "auto"
-    assert model_args(resolve_config(small), None, "/p")["device_map"] is None
+    assert model_args(resolve_config(big), None, "/p").model.device_map == "auto"
+    assert model_args(resolve_config(small), None, "/p").model.device_map is None
     layer_map = {"model.visual": "cpu", "model.language_model": "cpu", "lm_head": "cpu"}
     args = parse_model_args({"pretrained": bench["tiny"], "device": "cpu", "device_map": json.dumps(layer_map)})
-    assert parse_model_args(simple_parse_args_string(model_args_string(args)))["device_map"] == layer_map
-    import retake.harness.lmms_model as lmms_model
+    assert parse_model_args(simple_parse_args_string(model_args_string(args))).model.device_map == layer_map
+    import retake.models as models
 
-    seen, real = [], lmms_model.load_adapter
-    monkeypatch.setattr(lmms_model, "load_adapter", lambda *a, **kw: seen.append(kw) or real(*a, **kw))  # a spy
-    lm = RetakeLMM(**{k: v for k, v in args.items() if v is not None})
+    seen, real = [], models.load_adapter
+    monkeypatch.setattr(models, "load_adapter", lambda *a, **kw: seen.append(kw) or real(*a, **kw))  # a spy
+    lm = RetakeLMM.create_from_arg_string(model_args_string(args))
     assert seen[0]["device_map"] == layer_map and lm.adapter.device.type == "cpu"
 
 

@@ -235,7 +235,7 @@ def test_parameters_are_checked():
         get_method("infinipot_v", cap=0)
     with pytest.raises(ValueError, match="filter_threshold"):
         get_method("streammem", filter_threshold=0)
-    with pytest.raises(ValueError, match="question_mode must be one of aware, unknown"):
+    with pytest.raises(ValueError, match="engine.question_mode: .blind. is not a valid choice; valid: aware, unknown"):
         EngineConfig(question_mode="blind")
 
 

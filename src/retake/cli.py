@@ -50,11 +50,10 @@ def read_options(values: list[str] | None) -> list[str] | None:
 
 
 def _ask(args) -> int:
-    from .engine import EngineConfig
+    from .config import EngineConfig, ModelConfig, SamplingConfig, section_from_args
     from .harness.samples import Sample, format_prompt, parse_answer
     from .methods import get_method
-    from .models import load_adapter
-    from .pipeline import SamplingConfig, answer_question
+    from .pipeline import answer_question
     from .video import VideoDecodeError, probe_video
 
     try:
@@ -67,16 +66,10 @@ def _ask(args) -> int:
             question = format_prompt(sample)
         params = json.loads(args.method_args) if args.method_args else {}
         method = get_method(args.method, **params)
-        engine = EngineConfig(
-            chunk_frames=args.chunk_frames, max_context=args.max_context,
-            max_new_tokens=args.max_new_tokens, max_guide_tokens=args.max_guide_tokens,
-            reforge_positions=args.reforge_positions,
-        )
-        sampling = SamplingConfig(fps=args.fps, max_frames=args.max_frames, max_long_side=args.max_long_side, backend=args.backend,
-                                  resize=args.resize, strict_frames=args.strict_frames)
-        device_map = json.loads(args.device_map) if (args.device_map or "").startswith("{") else args.device_map
-        adapter = load_adapter(args.model, dtype=args.dtype, device=args.device, device_map=device_map,
-                               rope_scaling_factor=args.rope_scaling_factor)
+        engine = section_from_args(EngineConfig, args, "engine")
+        sampling = section_from_args(SamplingConfig, args, "sampling")
+        model = section_from_args(ModelConfig, args, "model")
+        adapter = model.load()
         result = answer_question(adapter, args.video, question, method, sampling, engine)
     except (ValueError, VideoDecodeError) as e:
         print(f"retake ask: error: {e}", file=sys.stderr)
@@ -97,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retake", description="Training-free long-video KV compression for video LLMs.")
     sub = p.add_subparsers(dest="command", required=True)
 
+    from .config import EngineConfig, ModelConfig, SamplingConfig, add_arguments
+
     t = sub.add_parser("tiny-model", help="write a tiny randomly initialised checkpoint (offline)")
     from .tiny import TINY_ARCHS
 
@@ -108,30 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("ask", help="answer a question about a video")
     a.add_argument("video")
     a.add_argument("question")
-    a.add_argument("--model", required=True, help="local checkpoint directory or hub id")
+    a.add_argument("--model", required=True, dest="pretrained", help="local checkpoint directory or hub id")
     a.add_argument("--options", nargs="+", metavar="OPTION", default=None,
                    help='answer options, e.g. --options "A. red" "B. blue" (letters optional), or one JSON file '
                         'of a list; the question is then asked as the harness asks it, lettered options and all')
     a.add_argument("--method", default="none")
     a.add_argument("--method-args", default=None, help='JSON object of method parameters, e.g. \'{"w_min": 1}\'')
-    a.add_argument("--fps", type=float, default=2.0)
-    a.add_argument("--max-frames", type=int, default=2048)
-    a.add_argument("--max-long-side", type=int, default=448)
-    a.add_argument("--backend", choices=("decord", "pyav"), default="pyav")
-    a.add_argument("--resize", choices=("uint8", "float32"), default="uint8", help="bicubic resize kernel")
-    a.add_argument("--strict-frames", action="store_true",
-                   help="refuse a file whose header declares more frames than decode (default: sample over those that do)")
-    a.add_argument("--max-context", type=int, default=16384)
-    a.add_argument("--chunk-frames", type=int, default=32)
-    a.add_argument("--max-guide-tokens", type=int, default=None)
-    a.add_argument("--max-new-tokens", type=int, default=128)
-    a.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
-    a.add_argument("--device", default=None, help="cuda, cpu, cuda:1, ... (default: cuda if available)")
-    a.add_argument("--device-map", default=None,
-                   help='model parallel over several devices: "auto" (72B across the visible GPUs) or a JSON map')
-    a.add_argument("--rope-scaling-factor", type=float, default=None, help="YaRN factor for the LLM's RoPE (papers: 4)")
-    a.add_argument("--reforge-positions", action="store_true",
-                   help="compress the kept tokens' temporal ids per layer (the authors use it on VideoMME and LVBench)")
+    # every sampling, engine and model setting (retake.config), defaults and choices from there
+    add_arguments(a.add_argument_group("sampling (retake.config.SamplingConfig)"), SamplingConfig)
+    add_arguments(a.add_argument_group("engine (retake.config.EngineConfig)"), EngineConfig)
+    add_arguments(a.add_argument_group("model loading (retake.config.ModelConfig)"), ModelConfig, skip=("pretrained",))
     a.add_argument("--json", action="store_true", help="print one JSON object with the answer and measurements")
     a.set_defaults(func=_ask)
     return p

@@ -25,23 +25,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from .engine import Engine, EngineConfig
+from .config import EngineConfig, SamplingConfig
+from .engine import Engine
 from .methods import Method
 from .methods.downsample import fit_long_side
 from .methods.uniform import max_frames_for_context
 from .models import VideoInputs, VideoLMAdapter
 from .video import load_video
-
-
-@dataclass
-class SamplingConfig:
-    fps: float = 2.0
-    max_frames: int = 2048
-    max_long_side: int = 448
-    backend: str = "pyav"  # measured faster than decord (docs/performance.md)
-    resize: str = "uint8"  # resize kernel (video.RESIZE_KERNELS): uint8 measured faster than float32
-    # refuse a file whose header declares more frames than decode (default: sample over those that do)
-    strict_frames: bool = False
 
 
 @dataclass

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import EngineConfig, QuestionMode
 from ..methods.base import ChunkSpan, LayerKeep, LayerView, Method, ScoringGroup, VideoPlan
 from ..models.base import Prompt, VideoFeatures, VideoInputs, VideoLMAdapter
 from .attention import RowLimit, StopForward
@@ -35,43 +36,7 @@ from .cache import CompressibleCache
 from .positions import ReforgedPositions
 
 
-QUESTION_MODES = ("aware", "unknown")
-
-
-@dataclass
-class EngineConfig:
-    chunk_frames: int = 32
-    max_context: int = 16384
-    max_new_tokens: int = 128
-    max_guide_tokens: int | None = None
-    vision_batch_steps: int = 16
-    reforge_positions: bool = False  # compress kept tokens' temporal ids per layer (engine.positions)
-    # keep the video's input embeddings [N_v, hidden] in (pinned) CPU memory and send each
-    # chunk's to the accelerator: accelerator memory then stops growing with the frames
-    offload_features: bool = False
-    # "aware": the guide is the question (the papers' setting); "unknown": the video is
-    # compressed without it (guided methods see the proxy guide), so one compressed cache
-    # serves every question on the video
-    question_mode: str = "aware"
-    question_tokens: int = 256  # "unknown": the room the budget leaves for a question's tokens
-    # skip work whose result nobody reads, same answers (docs/performance.md §1): the prefix runs
-    # in the first chunk's forward, and the guide's rows skip the last layer's MLP; False runs
-    # every forward in full (the reference the tests compare against)
-    fast_paths: bool = True
-
-    def __post_init__(self):
-        if self.chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
-        if self.max_context < 1:
-            raise ValueError(f"max_context must be >= 1, got {self.max_context}")
-        if self.max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
-        if self.max_guide_tokens is not None and self.max_guide_tokens < 1:
-            raise ValueError(f"max_guide_tokens must be >= 1 or None, got {self.max_guide_tokens}")
-        if self.question_mode not in QUESTION_MODES:
-            raise ValueError(f"question_mode must be one of {', '.join(QUESTION_MODES)}, got {self.question_mode!r}")
-        if self.question_tokens < 0:
-            raise ValueError(f"question_tokens must be >= 0, got {self.question_tokens}")
+QUESTION_MODES = tuple(m.value for m in QuestionMode)
 
 
 @dataclass

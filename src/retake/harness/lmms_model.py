@@ -38,8 +38,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, fields, replace
 
 import torch
 from lmms_eval.api.model import lmms
@@ -48,88 +47,41 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .. import log
 
-from ..engine import EngineConfig
+from ..config import EngineConfig, ModelConfig, SamplingConfig, from_strings, parse_value, to_plain
 from ..methods import get_method
-from ..models import load_adapter
-from ..pipeline import Prefetcher, SamplingConfig, StateReuse, VideoReuse, answer_question, video_key
+from ..pipeline import Prefetcher, StateReuse, VideoReuse, answer_question, video_key
 from .files import append_bytes, writing
 from .predictions import open_for_append, rank_file, rank_files, read_predictions, repair_tail, request_key  # noqa: F401
-from .schema import default
+from .schema import EngineSection, RunSection
 
 MODEL_NAME = "retake"
-_NONE = {"", "none", "null"}
 
 
-def _opt(convert: Callable) -> Callable:
-    return lambda v: None if v is None or (isinstance(v, str) and v.strip().lower() in _NONE) else convert(v)
+@dataclass
+class ModelArgs:
+    """Everything the lmms-eval model takes, typed: the same dataclasses as the cell config's
+    sections (``retake.config``, ``retake.harness.schema``)."""
+
+    model: ModelConfig
+    method: str
+    method_args: dict
+    sampling: SamplingConfig
+    engine: EngineConfig
+    run: RunSection  # reuse_videos, prefetch, retry_failed, reuse_cache are read
+    predictions: str | None = None
 
 
-def _bool(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    text = str(v).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise ValueError(f"expected true or false, got {v!r}")
-
-
-def _json_dict(v: Any) -> dict:
-    if v is None or (isinstance(v, str) and v.strip().lower() in _NONE):
-        return {}
-    d = json.loads(v) if isinstance(v, str) else dict(v)
-    if not isinstance(d, dict):
-        raise TypeError(f"expected a JSON object, got {v!r}")
-    return d
-
-
-def _device_map(v: Any) -> str | dict:
-    """A transformers device map: a strategy name ("auto", "balanced", ...) or a JSON object."""
-    if isinstance(v, dict):
-        return v
-    text = str(v).strip()
-    return _json_dict(text) if text.startswith("{") else text
-
-
-def _int(v: Any) -> int:
-    f = float(v)
-    if f != int(f):
-        raise ValueError(f"expected an integer, got {v!r}")
-    return int(f)
-
-
-# model_args: name -> (converter, default)
-# model_args: name -> (converter, default); the defaults are the cell schema's (retake.harness.schema)
-MODEL_ARGS: dict[str, tuple[Callable, Any]] = {
-    "pretrained": (str, None),
-    "dtype": (str, default("model.dtype")),
-    "device": (_opt(str), None),
-    "device_map": (_opt(_device_map), None),  # model parallel: one replica over several devices
-    "attn_implementation": (str, default("model.attn_implementation")),
-    "rope_scaling_factor": (_opt(float), None),
-    "method": (str, "none"),
-    "method_args": (_json_dict, None),
-    "max_context": (_int, default("engine.max_context")),
-    "chunk_frames": (_int, default("engine.chunk_frames")),
-    "max_new_tokens": (_int, default("engine.max_new_tokens")),
-    "max_guide_tokens": (_opt(_int), default("engine.max_guide_tokens")),
-    "reforge_positions": (_bool, default("engine.reforge_positions")),
-    "fps": (float, default("sampling.fps")),
-    "max_frames": (_int, default("sampling.max_frames")),
-    "max_long_side": (_int, default("sampling.max_long_side")),
-    "backend": (str, default("sampling.backend")),
-    "resize": (str, default("sampling.resize")),
-    "strict_frames": (_bool, default("sampling.strict_frames")),  # refuse files whose header declares more frames than decode
-    "predictions": (_opt(str), None),
-    "reuse_videos": (_int, default("run.reuse_videos")),  # videos whose inputs + vision features are kept for their next questions
-    "prefetch": (_int, default("run.prefetch")),  # videos decoded ahead in a background thread
-    "offload_features": (_bool, default("run.offload_features")),  # the video's input embeddings in CPU memory
-    "retry_failed": (_bool, default("run.retry_failed")),  # answer again the samples whose saved line is a failure
-    "question_mode": (str, default("run.question_mode")),  # aware | unknown: compress without the question
-    "question_tokens": (_int, default("engine.question_tokens")),  # unknown: the budget's room for a question
-    "reuse_cache": (_bool, default("run.reuse_cache")),  # unknown: one compressed cache for a video's questions
+# flat ``--model_args`` names -> their section; every field of the sections, so every setting is
+# settable from lmms-eval's command line (``max_context=1024``, ``fast_paths=false``, ...)
+RUN_ARGS = ("reuse_videos", "prefetch", "retry_failed", "reuse_cache")
+SECTION_TYPES = {"model": ModelConfig, "sampling": SamplingConfig, "engine": EngineSection, "run": RunSection}
+ARG_SECTIONS: dict[str, str] = {
+    **{f.name: "model" for f in fields(ModelConfig)},
+    **{f.name: "sampling" for f in fields(SamplingConfig)},
+    **{f.name: "engine" for f in fields(EngineSection)},
+    **{name: "run" for name in RUN_ARGS},
 }
+OTHER_ARGS = ("method", "method_args", "predictions")
 # passed by lmms-eval itself (create_from_arg_string's additional config); accepted, unused
 LMMS_EVAL_ARGS = ("batch_size", "max_batch_size")
 
@@ -143,34 +95,54 @@ MEASUREMENTS = (
 )
 
 
-def parse_model_args(kwargs: dict) -> dict:
-    """Typed model args from strings or values; unknown names fail with the valid ones."""
-    unknown = sorted(set(kwargs) - set(MODEL_ARGS) - set(LMMS_EVAL_ARGS))
+def parse_model_args(kwargs: dict, **sections) -> ModelArgs:
+    """:class:`ModelArgs` from flat ``--model_args`` values (strings from a command line, or
+    values) over optional typed ``sections`` (``model=``, ``sampling=``, ``engine=``, ``run=``:
+    the cell's own). Strings are parsed here only, by the dataclasses' field types; an unknown
+    name fails with the valid ones, a bad value names its key."""
+    unknown = sorted(set(kwargs) - set(ARG_SECTIONS) - set(OTHER_ARGS) - set(LMMS_EVAL_ARGS))
     if unknown:
-        raise ValueError(f"unknown model_args for {MODEL_NAME!r}: {', '.join(unknown)}; valid: {', '.join(MODEL_ARGS)}")
-    out = {}
-    for name, (convert, default) in MODEL_ARGS.items():
-        value = kwargs.get(name, default)
+        raise ValueError(f"unknown model_args for {MODEL_NAME!r}: {', '.join(unknown)}; "
+                         f"valid: {', '.join([*OTHER_ARGS, *ARG_SECTIONS])}")
+    given: dict[str, dict] = {name: {} for name in SECTION_TYPES}
+    for name, value in kwargs.items():
+        if name in ARG_SECTIONS:
+            given[ARG_SECTIONS[name]][name] = value
+    built = {}
+    for name, cls in SECTION_TYPES.items():
         try:
-            out[name] = convert(value) if value is not None else None
+            values = {f.name: getattr(sections[name], f.name) for f in fields(cls)} if sections.get(name) else {}
+            values.update(given[name])
+            built[name] = from_strings(cls, values, section="model_args")
         except (TypeError, ValueError) as e:
-            raise ValueError(f"model_args {name}={value!r}: {e}") from None
-    out["method_args"] = out["method_args"] or {}
+            raise ValueError(str(e)) from None
+    method_args = kwargs.get("method_args", sections.get("method_args"))
+    try:
+        method_args = parse_value(dict, method_args) if method_args is not None else {}
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"model_args method_args={method_args!r}: {e}") from None
+    predictions = kwargs.get("predictions", sections.get("predictions"))
+    args = ModelArgs(model=built["model"], method=str(kwargs.get("method", sections.get("method") or "none")),
+                     method_args=method_args, sampling=built["sampling"], engine=built["engine"], run=built["run"],
+                     predictions=parse_value(str | None, predictions))
     for name in ("reuse_videos", "prefetch"):
-        if out[name] < 0:
-            raise ValueError(f"model_args {name}={out[name]}: must be >= 0 (0 turns it off)")
-    if not out["pretrained"]:
+        if getattr(args.run, name) < 0:
+            raise ValueError(f"model_args {name}={getattr(args.run, name)}: must be >= 0 (0 turns it off)")
+    if not args.model.pretrained:
         raise ValueError(f"model_args for {MODEL_NAME!r} need pretrained=<checkpoint dir or hub id>")
-    return out
+    return args
 
 
-def model_args_string(args: dict) -> str:
+def model_args_string(args: ModelArgs) -> str:
     """The ``--model_args`` string that :func:`parse_model_args` reads back to ``args``."""
     parts = []
-    for name, value in args.items():
+    values = {"method": args.method, "method_args": args.method_args or None, "predictions": args.predictions}
+    for name, section in ARG_SECTIONS.items():
+        values[name] = getattr(getattr(args, section), name)
+    for name, value in values.items():
         if value is None:
             continue
-        text = json.dumps(value, separators=(",", ":")) if isinstance(value, dict) else str(value)
+        text = json.dumps(value, separators=(",", ":")) if isinstance(value, (dict, list)) else str(to_plain(value))
         parts.append(f"{name}={text}")
     return ",".join(parts)
 
@@ -232,11 +204,17 @@ class RetakeLMM(lmms):
 
     is_simple = True
 
-    def __init__(self, batch_size: int | str | None = 1, device: str | None = None, **kwargs) -> None:
+    def __init__(self, batch_size: int | str | None = 1, device: str | None = None, *, args: ModelArgs | None = None,
+                 **kwargs) -> None:
+        """``args``: typed (the runner's, from the cell config); else ``kwargs`` are the flat
+        ``--model_args`` (strings or values, :func:`parse_model_args`)."""
         super().__init__()
-        args = parse_model_args({**kwargs, "device": device})
+        if args is None:
+            args = parse_model_args({**kwargs, **({"device": device} if device is not None else {})})
+        elif kwargs:
+            raise TypeError(f"give RetakeLMM either args= or flat model args, not both (got {', '.join(kwargs)})")
         self.args = args
-        self._device = resolve_device(args["device"])
+        self._device = resolve_device(args.model.device)
         self._rank = int(os.environ.get("RANK", "0"))
         self._world_size = int(os.environ.get("WORLD_SIZE", "1"))
         accelerator = init_distributed(self._device)
@@ -244,29 +222,33 @@ class RetakeLMM(lmms):
             self.accelerator = accelerator
         if batch_size not in (None, 1, "1"):
             log.info(f"batch_size={batch_size} ignored: requests run one at a time")
-        self.method_name, self.method_args = args["method"], args["method_args"]
+        self.method_name, self.method_args = args.method, args.method_args
         get_method(self.method_name, **self.method_args)  # fail now on a bad name or parameter
-        self.sampling = SamplingConfig(fps=args["fps"], max_frames=args["max_frames"],
-                                       max_long_side=args["max_long_side"], backend=args["backend"],
-                                       resize=args["resize"], strict_frames=args["strict_frames"])
-        self.engine = EngineConfig(max_context=args["max_context"], chunk_frames=args["chunk_frames"],
-                                   max_new_tokens=args["max_new_tokens"], max_guide_tokens=args["max_guide_tokens"],
-                                   reforge_positions=args["reforge_positions"],
-                                   offload_features=args["offload_features"],
-                                   question_mode=args["question_mode"], question_tokens=args["question_tokens"])
-        self.adapter = load_adapter(args["pretrained"], dtype=args["dtype"], device=str(self._device),
-                                    device_map=args["device_map"],
-                                    attn_implementation=args["attn_implementation"],
-                                    rope_scaling_factor=args["rope_scaling_factor"])
-        self.prefix = args["predictions"]
+        self.sampling, self.engine = args.sampling, args.engine
+        self.adapter = args.model.load(device=str(self._device))
+        self.prefix = args.predictions
         self._done: dict[tuple, dict] | None = None  # read lazily: the runner may clear old files first
         self._answered: set[tuple] = set()  # keys answered by this process (lmms-eval pads with repeats)
         self._out = None
         self._warned: set[str] = set()
-        self.reuse = VideoReuse(args["reuse_videos"]) if args["reuse_videos"] > 0 else None
+        run = args.run
+        self.reuse = VideoReuse(run.reuse_videos) if run.reuse_videos > 0 else None
         # question_mode=unknown: the last video's compressed cache, for its next questions
-        self.states = StateReuse() if args["reuse_cache"] and args["question_mode"] == "unknown" else None
+        self.states = StateReuse() if run.reuse_cache and self.engine.question_mode == "unknown" else None
         self.input_wait_seconds = 0.0  # time spent waiting for a video to be decoded
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "RetakeLMM":
+        """``lmms-eval --model retake --model_args ...``: the string is parsed by the dataclasses
+        (:func:`parse_model_args`), not by lmms-eval's guesses at types."""
+        kwargs = {}
+        for part in filter(None, _split_args(arg_string)):
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"model_args: {part!r} is not name=value")
+            kwargs[name.strip()] = value
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        return cls(**extra, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -284,8 +266,8 @@ class RetakeLMM(lmms):
             self._done = read_predictions(self.prefix) if self.prefix else {}
         order, videos = self._order(requests)
         prefetch = None
-        if self.args["prefetch"] > 0:
-            prefetch = Prefetcher(self.adapter, self.sampling, self.args["prefetch"])
+        if self.args.run.prefetch > 0:
+            prefetch = Prefetcher(self.adapter, self.sampling, self.args.run.prefetch)
             # without reuse every question decodes its video, so every question is scheduled
             prefetch.schedule([videos[i] for i in order if videos[i] is not None], repeats=self.reuse is None)
         answers: list[str | None] = [None] * len(requests)
@@ -379,7 +361,7 @@ class RetakeLMM(lmms):
         if key in self._answered:
             return True
         rec = self._done.get(key)
-        return rec is not None and not (self.args["retry_failed"] and rec.get("error") is not None)
+        return rec is not None and not (self.args.run.retry_failed and rec.get("error") is not None)
 
     def _needs_video(self, video: str) -> bool:
         """Whether the reuse cache lacks ``video`` at the full sampling (then it is decoded)."""
@@ -407,6 +389,21 @@ class RetakeLMM(lmms):
             with writing(path):
                 self._out = open(path, "ab", buffering=0)
         append_bytes(self._out.fileno(), path, (json.dumps(record, default=str) + "\n").encode("utf-8"))
+
+
+def _split_args(text: str) -> list[str]:
+    """``a=1,b={"x":1,"y":2},c=3`` -> its parts: commas inside a JSON object or list do not split."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts]
 
 
 def manifests():

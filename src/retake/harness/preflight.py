@@ -88,7 +88,7 @@ def check_budget(cfg, samples: list[Sample], log=print) -> None:
         return
     adapter = weightless_adapter(str(cfg.model.pretrained))
     error, warning = budget_problem(int(cfg.engine.max_context), samples, text_counter(adapter),
-                                    str(cfg.run.question_mode), int(cfg.engine.question_tokens))
+                                    str(cfg.engine.question_mode), int(cfg.engine.question_tokens))
     if error:
         raise ValueError(error)
     if warning:

@@ -38,8 +38,6 @@ from .interrupts import guard_start
 guard_start(__name__)  # run as `python -m`: an interrupt from here on, imports included, is one line
 
 import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
@@ -48,159 +46,18 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Mapping  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
-from typing import Any  # noqa: E402
 
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from . import tasks  # noqa: E402
+from .cells import (  # noqa: E402,F401 - the cell's identity lives in cells; these names stay importable here
+    SECTIONS, SETTING_KEYS, cell_dir, cell_name, changed_settings, check_same_cell, identity, method_params,
+    resolve_config, setting_defaults, short_hash, typed,
+)
 from .files import CellLock, WriteError, check_writable, is_write_error, write_atomic, writing  # noqa: E402
 from .interrupts import CellInterrupted, sigterm_as_interrupt  # noqa: E402
 
-SECTIONS = ("model", "method", "dataset", "sampling", "engine", "run")
-# settings outside the name's explicit fields; a value other than its default (retake.harness.schema)
-# adds the __s<hash> part
-SETTING_KEYS = ("sampling.fps", "sampling.max_long_side", "sampling.backend", "sampling.resize",
-                "sampling.strict_frames", "engine.chunk_frames", "engine.max_new_tokens", "engine.max_guide_tokens",
-                "engine.question_tokens")
 PREDICTIONS = "predictions"
-
-
-def setting_defaults() -> dict:
-    """:data:`SETTING_KEYS` with their schema defaults."""
-    from .schema import default
-
-    return {key: default(key) for key in SETTING_KEYS}
-
-
-# -- config -------------------------------------------------------------------------------
-
-def _known_keys(raw: dict, schema) -> dict:
-    """``raw`` without the keys ``schema`` (a dataclass) does not have, recursively through the
-    dataclass-typed fields (an old cell's config.yaml may hold keys since removed)."""
-    fields = {f.name: f for f in dataclasses.fields(schema)}
-    out = {}
-    for k, v in raw.items():
-        if k not in fields:
-            continue
-        sub = fields[k].type
-        sub = getattr(sys.modules[schema.__module__], sub, None) if isinstance(sub, str) else sub
-        out[k] = _known_keys(v, sub) if dataclasses.is_dataclass(sub) and isinstance(v, dict) else v
-    return out
-
-
-def resolve_config(cfg: Mapping | DictConfig, strict: bool = True) -> DictConfig:
-    """The cell config checked against the schema (``retake.harness.schema``): defaults filled
-    in, interpolations resolved, types, choices and ranges checked; a missing required key, an
-    unknown key, a wrong type or value raises ValueError naming the key. Choices come back as
-    their strings. ``strict=False`` drops unknown keys instead (reading an older cell's file)."""
-    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
-
-    from .schema import RetakeConfig
-
-    raw = OmegaConf.to_container(OmegaConf.create(cfg) if not isinstance(cfg, DictConfig) else cfg, resolve=True)
-    raw.pop("hydra", None)
-    if not strict:
-        raw = _known_keys(raw, RetakeConfig)
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(RetakeConfig), raw)
-        OmegaConf.to_object(merged)  # the sections' range checks (__post_init__); fails on a missing key
-    except MissingMandatoryValue as e:
-        raise ValueError(f"cell config lacks {e.full_key}; sections: {', '.join(SECTIONS)}") from None
-    except OmegaConfBaseException as e:
-        raise ValueError(f"cell config: {e.full_key}: {e.msg}") from None
-    return OmegaConf.create(OmegaConf.to_container(merged, resolve=True, enum_to_str=True))
-
-
-def method_params(name: str, params: Mapping) -> tuple[dict, dict]:
-    """(every parameter of the method with its value, the ones that differ from the defaults)."""
-    from ..methods import get_method
-
-    method = get_method(name, **dict(params))
-    full, changed = {}, {}
-    for f in dataclasses.fields(method):
-        if not f.init:
-            continue
-        value = getattr(method, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        full[f.name] = value
-        if value != default:
-            changed[f.name] = value
-    return full, changed
-
-
-def short_hash(obj: Any) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()[:8]
-
-
-def changed_settings(cfg: DictConfig) -> dict:
-    """The sampling / engine settings that differ from their defaults (:data:`SETTING_KEYS`)."""
-    out = {}
-    for key, default in setting_defaults().items():
-        value = OmegaConf.select(cfg, key)
-        if isinstance(default, float) and isinstance(value, int):
-            value = float(value)
-        if value != default:
-            out[key] = value
-    return out
-
-
-def cell_name(cfg: DictConfig) -> str:
-    """The cell directory's name (module doc): derived from the config only."""
-    _, changed = method_params(cfg.method.name, cfg.method.params)
-    method = cfg.method.name + (f"-{short_hash(changed)}" if changed else "")
-    parts = [cfg.model.name, method, cfg.dataset.name, str(cfg.engine.max_context), str(cfg.sampling.max_frames)]
-    if cfg.engine.reforge_positions:
-        parts.append("reforge")
-    if cfg.run.question_mode == "unknown":
-        parts.append("unknown")
-    settings = changed_settings(cfg)
-    if settings:
-        parts.append(f"s{short_hash(settings)}")
-    if cfg.run.limit is not None:
-        parts.append(f"limit{int(cfg.run.limit)}")
-    return "__".join(parts)
-
-
-def cell_dir(cfg: Mapping | DictConfig) -> str:
-    cfg = resolve_config(cfg)
-    return os.path.join(cfg.run.results_root, cell_name(cfg))
-
-
-def identity(cfg: DictConfig) -> dict:
-    """What makes two runs the same cell: everything that changes answers (not paths, the
-    device, the attention kernel of the vision tower, or run options other than limit)."""
-    full, _ = method_params(cfg.method.name, cfg.method.params)
-    return {
-        "model": {k: cfg.model.get(k) for k in ("name", "dtype", "rope_scaling_factor")},
-        "method": {"name": cfg.method.name, "params": full},
-        "dataset": cfg.dataset.name,
-        "sampling": OmegaConf.to_container(cfg.sampling),
-        "engine": OmegaConf.to_container(cfg.engine),
-        "limit": cfg.run.limit,
-        "question_mode": cfg.run.question_mode,
-    }
-
-
-def check_same_cell(cfg: DictConfig, directory: str) -> None:
-    """Fail if ``directory`` holds a run of another configuration under the same name."""
-    path = os.path.join(directory, "config.yaml")
-    if not os.path.exists(path):
-        return
-    try:
-        stored = OmegaConf.load(path)
-    except Exception as e:  # noqa: BLE001 - garbage, not UTF-8, not YAML: say which file
-        raise ValueError(f"{path}: unreadable ({type(e).__name__}: {' '.join(str(e).split())[:200]}); delete it, "
-                         "or set run.overwrite=true to start the cell afresh") from None
-    old, new = identity(resolve_config(stored, strict=False)), identity(cfg)
-    if old != new:
-        diff = [k for k in new if old.get(k) != new[k]]
-        raise ValueError(
-            f"{directory} holds a run with different {', '.join(diff)} ({old} vs {new}); "
-            "give the model config another name, or set run.overwrite=true to replace it"
-        )
 
 
 # -- files ----------------------------------------------------------------------------------
@@ -262,27 +119,17 @@ def versions() -> dict:
 
 # -- the run ----------------------------------------------------------------------------------
 
-def _container(v):
-    return OmegaConf.to_container(v) if isinstance(v, DictConfig) else v
+def model_args(cfg: DictConfig, max_guide_tokens: int | None, predictions: str, retry_failed: bool | None = None):
+    """The lmms-eval model's arguments of a cell (:class:`~retake.harness.lmms_model.ModelArgs`:
+    the cell config's own typed sections; ``model_args_string`` gives its ``--model_args`` form)."""
+    from dataclasses import replace
 
+    from .lmms_model import ModelArgs
 
-def model_args(cfg: DictConfig, max_guide_tokens: int | None, predictions: str) -> dict:
-    """The :class:`RetakeLMM` arguments of a cell (also its ``--model_args`` string)."""
-    return {
-        "pretrained": str(cfg.model.pretrained), "dtype": cfg.model.dtype, "device": cfg.model.device,
-        "device_map": _container(cfg.model.device_map),
-        "attn_implementation": cfg.model.attn_implementation, "rope_scaling_factor": cfg.model.rope_scaling_factor,
-        "method": cfg.method.name, "method_args": OmegaConf.to_container(cfg.method.params),
-        "max_context": cfg.engine.max_context, "chunk_frames": cfg.engine.chunk_frames,
-        "max_new_tokens": cfg.engine.max_new_tokens, "max_guide_tokens": max_guide_tokens,
-        "reforge_positions": cfg.engine.reforge_positions, "fps": cfg.sampling.fps,
-        "max_frames": cfg.sampling.max_frames, "max_long_side": cfg.sampling.max_long_side,
-        "backend": cfg.sampling.backend, "resize": cfg.sampling.resize,
-        "strict_frames": cfg.sampling.strict_frames, "predictions": predictions,
-        "reuse_videos": cfg.run.reuse_videos, "prefetch": cfg.run.prefetch,
-        "offload_features": cfg.run.offload_features, "question_mode": cfg.run.question_mode,
-        "question_tokens": cfg.engine.question_tokens, "reuse_cache": cfg.run.reuse_cache,
-    }
+    t = typed(cfg)
+    run = t.run if retry_failed is None else replace(t.run, retry_failed=retry_failed)
+    return ModelArgs(model=t.model, method=t.method.name, method_args=dict(t.method.params), sampling=t.sampling,
+                     engine=replace(t.engine, max_guide_tokens=max_guide_tokens), run=run, predictions=predictions)
 
 
 def saved_answers(directory: str, task: str) -> int:
@@ -394,9 +241,8 @@ def _run_locked(cfg: DictConfig, directory: str, state: dict, rank: int, retry: 
     ensure_model(cfg.model, log=lambda m: log(rank, m))
     check_budget(cfg, samples[: cfg.run.limit], log=lambda m: log(rank, m))  # the tokenizer only, no weights
     guide = cfg.engine.max_guide_tokens if cfg.engine.max_guide_tokens is not None else spec.max_guide_tokens
-    args = model_args(cfg, guide, os.path.join(directory, PREDICTIONS))
-    args["retry_failed"] = retry
-    lm = RetakeLMM(**args)  # every rank; sets up the process group when WORLD_SIZE > 1
+    args = model_args(cfg, guide, os.path.join(directory, PREDICTIONS), retry_failed=retry)
+    lm = RetakeLMM(args=args)  # every rank; sets up the process group when WORLD_SIZE > 1
     task_dir = os.path.join(directory, "task")
     if rank == 0:
         write_atomic(os.path.join(directory, "config.yaml"), OmegaConf.to_yaml(cfg))
@@ -592,7 +438,7 @@ def finalize(cfg: DictConfig, directory: str, task: str, spec, results: dict, nu
             "model": cfg.model.name, "method": cfg.method.name, "dataset": cfg.dataset.name,
             "max_context": cfg.engine.max_context, "max_frames": cfg.sampling.max_frames, "method_params": full,
             "reforge_positions": cfg.engine.reforge_positions, "rope_scaling_factor": cfg.model.rope_scaling_factor,
-            "fps": cfg.sampling.fps, "question_mode": cfg.run.question_mode,
+            "fps": cfg.sampling.fps, "question_mode": cfg.engine.question_mode,
             # what the folder name's __s<hash> part stands for, and its limit
             "settings": changed_settings(cfg), "limit": cfg.run.limit,
         },

@@ -1,12 +1,17 @@
 """The typed schema of a cell config: one source of defaults, checked when Hydra composes.
 
+Its ``sampling`` and ``engine`` sections *are* the library's ``retake.config.SamplingConfig``
+and ``EngineConfig`` (``model`` extends ``ModelConfig``): one declaration of each setting, its
+default and its range check, from the Hydra command line to the engine without a change of
+form (``retake.harness.cells.typed`` gives a composed config as these dataclasses).
+
 ``RetakeConfig`` (registered in Hydra's ConfigStore as ``retake_schema``, the first entry of
 ``conf/config.yaml``'s defaults) types every key of the six sections plus ``logger``,
 ``data_root`` and ``experiment_name``. So a wrong type or an unknown choice fails when the
 config is composed, naming the key (``engine.max_context=abc``: "Value 'abc' of type 'str'
 could not be converted to Integer ... full_key: engine.max_context"), an unknown key fails
 too, and ranges are checked by the sections' ``__post_init__`` when a cell starts
-(:func:`retake.harness.runner.resolve_config`), before any model loads.
+(:func:`retake.harness.cells.resolve_config`), before any model loads.
 
 Defaults live here only: ``conf/config.yaml`` sets none of these (its sampling's
 ``max_frames`` follows the model config), the runner fills a plain YAML or dict cell config
@@ -19,37 +24,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
 from omegaconf import MISSING, OmegaConf
 
-from ..engine import EngineConfig
-from ..pipeline import SamplingConfig
+from ..config import Backend, Dtype, EngineConfig, ModelConfig, QuestionMode, Resize, SamplingConfig  # noqa: F401
 from .tasks import MAX_NEW_TOKENS
-
-
-class Dtype(Enum):
-    auto = "auto"
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-class Backend(Enum):
-    pyav = "pyav"
-    decord = "decord"
-
-
-class Resize(Enum):
-    uint8 = "uint8"
-    float32 = "float32"
-
-
-class QuestionMode(Enum):
-    aware = "aware"
-    unknown = "unknown"
 
 
 class Logger(Enum):
@@ -68,21 +51,18 @@ def _check(cond: bool, key: str, message: str) -> None:
 
 
 @dataclass
-class ModelSection:
+class ModelSection(ModelConfig):
+    """``retake.config.ModelConfig`` (how the checkpoint loads) plus the cell's model name, the
+    frames it is run with and the tiny test models' architecture."""
+
     name: str = MISSING
     pretrained: str = MISSING  # a local checkpoint directory or a hub id
-    dtype: Dtype = Dtype.auto
-    attn_implementation: str = "sdpa"  # the vision tower's kernel
     max_frames: int = SamplingConfig.max_frames  # the frames this model is run with (sampling.max_frames)
-    rope_scaling_factor: Optional[float] = None
-    device: Optional[str] = None
-    device_map: Any = None  # "auto" or a {module: device} map
     tiny_arch: Optional[str] = None  # a tiny random checkpoint is written at `pretrained` if none is there
 
     def __post_init__(self):
+        super().__post_init__()
         _check(self.max_frames >= 2, "model.max_frames", f"must be >= 2, got {self.max_frames}")
-        _check(self.rope_scaling_factor is None or self.rope_scaling_factor >= 1, "model.rope_scaling_factor",
-               f"must be >= 1 or null, got {self.rope_scaling_factor}")
 
 
 @dataclass
@@ -97,38 +77,16 @@ class DatasetSection:
     data_root: str = MISSING
 
 
-@dataclass
-class SamplingSection:
-    fps: float = SamplingConfig.fps
-    max_frames: int = SamplingConfig.max_frames
-    max_long_side: int = SamplingConfig.max_long_side
-    backend: Backend = Backend(SamplingConfig.backend)
-    resize: Resize = Resize(SamplingConfig.resize)
-    strict_frames: bool = SamplingConfig.strict_frames
-
-    def __post_init__(self):
-        _check(self.fps > 0, "sampling.fps", f"must be > 0, got {self.fps}")
-        _check(self.max_frames >= 2, "sampling.max_frames", f"must be >= 2, got {self.max_frames}")
-        _check(self.max_long_side >= 28, "sampling.max_long_side", f"must be >= 28, got {self.max_long_side}")
+SamplingSection = SamplingConfig  # retake.config: one declaration
 
 
 @dataclass
-class EngineSection:
-    max_context: int = EngineConfig.max_context
-    chunk_frames: int = EngineConfig.chunk_frames
+class EngineSection(EngineConfig):
+    """``retake.config.EngineConfig``; one default differs in the harness: ``max_new_tokens``
+    (16: a multiple-choice answer is a letter, ``tasks.MAX_NEW_TOKENS``). ``max_guide_tokens``
+    null is the dataset's own (LongVideoBench: 152), else the whole suffix."""
+
     max_new_tokens: int = MAX_NEW_TOKENS
-    max_guide_tokens: Optional[int] = None  # null: the dataset's own (LongVideoBench: 152), else the whole suffix
-    reforge_positions: bool = EngineConfig.reforge_positions
-    # run.question_mode=unknown: the room the budget leaves for a question's tokens (the video is
-    # compressed before the question is known; a longer question is answered, with a warning)
-    question_tokens: int = EngineConfig.question_tokens
-
-    def __post_init__(self):
-        _check(self.question_tokens >= 0, "engine.question_tokens", f"must be >= 0, got {self.question_tokens}")
-        for key in ("max_context", "chunk_frames", "max_new_tokens"):
-            _check(getattr(self, key) >= 1, f"engine.{key}", f"must be >= 1, got {getattr(self, key)}")
-        _check(self.max_guide_tokens is None or self.max_guide_tokens >= 1, "engine.max_guide_tokens",
-               f"must be >= 1 or null, got {self.max_guide_tokens}")
 
 
 @dataclass
@@ -142,11 +100,10 @@ class RunSection:
     # their next questions, and videos decoded ahead in a background thread; 0: off
     reuse_videos: int = 1
     prefetch: int = 1
-    offload_features: bool = False  # the video's input embeddings in CPU memory
-    # aware: methods see the question while compressing (the papers' setting); unknown: the video
-    # is compressed without it (guided methods read the chat template's tokens instead), a cell
-    # of its own (__unknown)
-    question_mode: QuestionMode = QuestionMode.aware
+    # moved to engine.question_mode / engine.offload_features (accepted here with a warning:
+    # retake.harness.cells.MOVED); null: not given here
+    offload_features: Optional[bool] = None
+    question_mode: Optional[QuestionMode] = None
     # question_mode=unknown: compress each video once and answer all its questions over that cache
     # (answers do not change: only the time)
     reuse_cache: bool = True
@@ -224,8 +181,7 @@ def register() -> None:
 def default(key: str):
     """The schema's default of a dotted key (``"engine.max_context"``), enums as their value."""
     section, name = key.split(".")
-    cls = {f.name: f.type for f in dataclasses.fields(RetakeConfig)}[section]
-    cls = globals()[cls] if isinstance(cls, str) else cls
+    cls = typing.get_type_hints(RetakeConfig)[section]
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
     value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     return value.value if isinstance(value, Enum) else value
