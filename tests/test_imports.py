@@ -96,3 +96,12 @@ def test_no_import_circles():
     graph = import_graph()
     assert "retake.engine.engine" in graph and "retake.methods.base" in graph["retake.engine.engine"]
     assert cycles(graph) == []
+
+
+def test_the_pipeline_and_the_engine_import_no_method():
+    """The pipeline and the engine know the Method interface only (``retake.methods.base``): a
+    method that refits the input (``fit_input``) or reads a proxy guide needs no edit there."""
+    graph = import_graph()
+    for mod in ("retake.pipeline", "retake.engine.engine", "retake.engine.cache", "retake.engine.attention"):
+        methods = sorted(t for t in graph[mod] if t == "retake.methods" or t.startswith("retake.methods."))
+        assert methods in ([], ["retake.methods.base"]), (mod, methods)

@@ -97,3 +97,36 @@ def test_resize_mode_keeps_every_frame(adapters, tmp_path, arch_name):
         assert max(res["frame_size"]) < 224 and m.window == 1  # resized, nothing left to pool
     else:
         assert m.window > 1
+
+
+def test_a_new_method_refits_the_input_through_the_hook_alone(adapters, tmp_path):
+    """A method outside the package that asks for fewer, smaller frames (``fit_input``) gets
+    them: the pipeline knows the hook, not the methods (tests/test_imports.py)."""
+    from dataclasses import dataclass
+
+    from retake.methods.base import Method, Refit
+
+    seen = []
+
+    @dataclass
+    class HalfAndSmall(Method):
+        name = "half_and_small"
+        uses_guide = False
+        question_aware = False
+        observes = False
+
+        def fit_input(self, fit):
+            seen.append(fit)
+            return Refit(max_frames=fit.num_frames // 2, max_long_side=112)
+
+        def select(self, chunk):
+            return [None] * self.plan.num_layers
+
+    ad = adapters["qwen2_5_vl"]
+    clip = write_test_video(tmp_path / "wide.mp4", num_frames=64, size=(180, 320), fps=8)
+    res = answer_question(ad, clip, "What happens?", HalfAndSmall(), SamplingConfig(fps=2.0, max_frames=16, max_long_side=224),
+                          EngineConfig(chunk_frames=4, max_new_tokens=1))
+    full = load_video(clip, fps=2.0, max_frames=16, max_long_side=224)
+    assert len(seen) == 1 and seen[0].num_frames == full.num_frames and seen[0].max_long_side == 224
+    assert res["frames"] == full.num_frames // 2 and max(res["frame_size"]) <= 112
+    assert res["full_video_tokens"] == seen[0].num_steps * seen[0].tokens_per_step

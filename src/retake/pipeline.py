@@ -27,9 +27,7 @@ from typing import Any
 
 from .config import EngineConfig, SamplingConfig
 from .engine import Engine
-from .methods import Method
-from .methods.downsample import fit_long_side
-from .methods.uniform import max_frames_for_context
+from .methods.base import InputFit, Method
 from .models import VideoInputs, VideoLMAdapter
 from .video import load_video
 
@@ -273,8 +271,8 @@ def answer_question(
 
     mode = engine.question_mode
     # the chat template without a question: the proxy guide, and what the budget is made of
-    # when the question is unknown
-    needs_proxy = mode == "unknown" or getattr(method, "proxy_guide", False)
+    # when the question is unknown (the engine's rule)
+    needs_proxy = runner.needs_proxy(method)
 
     def prompts(pv: PreparedVideo):
         prompt = adapter.build_prompt(question, pv.inputs, system_prompt=system_prompt)
@@ -284,22 +282,17 @@ def answer_question(
     pv, reused = get(sampling.max_frames)
     full_video_tokens = pv.inputs.num_tokens  # at the requested sampling, before a method refits it
     prompt, proxy, budget_text = prompts(pv)
-    if getattr(method, "fits_frames_to_context", False):
-        # a step's cost includes the text some families interleave per step (Qwen3-VL's timestamps)
-        fit = max_frames_for_context(engine.max_context, budget_text, pv.inputs.max_step_tokens,
-                                     pv.inputs.frames_per_step)
-        if fit < pv.num_frames:  # sample again, fewer frames over the same timeline
-            pv, reused = get(fit)
-            prompt, proxy, budget_text = prompts(pv)
-    if (getattr(method, "fits_resolution_to_context", False) and getattr(method, "mode", "resize") == "resize"
-            and adapter.tokens_follow_resolution and pv.original_size):
-        # every frame kept, each smaller (downsample): the largest size whose tokens fit
-        inputs = pv.inputs
-        side = fit_long_side(*pv.original_size, sampling.max_long_side, adapter.size_factor, inputs.num_steps,
-                             inputs.max_step_tokens - inputs.tokens_per_step, engine.max_context - budget_text)
-        if side < max(pv.frame_size):
-            pv, reused = get(sampling.max_frames, replace(sampling, max_long_side=side))
-            prompt, proxy, budget_text = prompts(pv)
+    inputs = pv.inputs
+    refit = method.fit_input(InputFit(
+        max_context=engine.max_context, budget_text=budget_text, num_frames=pv.num_frames,
+        frame_size=tuple(pv.frame_size), original_size=pv.original_size, max_long_side=sampling.max_long_side,
+        num_steps=inputs.num_steps, frames_per_step=inputs.frames_per_step, tokens_per_step=inputs.tokens_per_step,
+        max_step_tokens=inputs.max_step_tokens, size_factor=adapter.size_factor,
+        tokens_follow_resolution=adapter.tokens_follow_resolution))
+    if refit is not None:  # sample again: fewer frames over the same timeline, or smaller ones
+        at = replace(sampling, max_long_side=refit.max_long_side) if refit.max_long_side else sampling
+        pv, reused = get(refit.max_frames or sampling.max_frames, at)
+        prompt, proxy, budget_text = prompts(pv)
     warnings = list(pv.warnings)
     if budget_text < prompt.num_text_tokens:
         over = prompt.num_text_tokens - budget_text

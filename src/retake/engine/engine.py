@@ -272,6 +272,12 @@ class Engine:
         cache.load_states(states)
         ctx.phase = None
 
+    def needs_proxy(self, method: Method) -> bool:
+        """Whether a run of ``method`` needs the proxy prompt (the prompt built with an empty
+        question): in question mode ``unknown`` (the budget's text and every guided method's
+        guide), and for a guided method that reads the proxy even when the question is known."""
+        return self.config.question_mode == "unknown" or bool(method.declared("uses_guide") and method.proxy_guide)
+
     def guide_for(self, method: Method, prompt: Prompt, proxy: Prompt | None, mode: str) -> tuple[str, Prompt | None]:
         """Which guide ``method`` is shown in ``mode`` (``aware`` / ``unknown``): ``("question",
         prompt)``, ``("proxy", proxy)`` (the chat template's tokens after the video, no question)
@@ -308,7 +314,7 @@ class Engine:
         state does not depend on the question, so a caller may keep it for the video's other
         questions (``docs/architecture.md``)."""
         mode = self.config.question_mode
-        if proxy is None and (mode == "unknown" or (method.declared("uses_guide") and method.proxy_guide)):
+        if proxy is None and self.needs_proxy(method):
             # no system prompt: a prompt built with one needs its own proxy (answer() checks)
             proxy = self.adapter.build_prompt("", video)
         kind, guide = self.guide_for(method, prompt, proxy, mode)

@@ -410,6 +410,34 @@ class LayerKeep:
         return kept + self.num_extra
 
 
+@dataclass(frozen=True)
+class InputFit:
+    """What a method sees before the video is encoded, to refit the input to the budget
+    (:meth:`Method.fit_input`): the video as sampled, the budget and the family's token rule."""
+
+    max_context: int
+    budget_text: int  # text tokens the budget leaves room for
+    num_frames: int
+    frame_size: tuple[int, int]  # (height, width) as sampled
+    original_size: tuple[int, int] | None  # (height, width) of the file
+    max_long_side: int  # the sampling's
+    num_steps: int  # grid steps (frames / frames_per_step)
+    frames_per_step: int
+    tokens_per_step: int  # visual tokens of a step
+    max_step_tokens: int  # a step's tokens with the text a family interleaves per step
+    size_factor: int  # pixels per token side (Qwen: 28)
+    tokens_follow_resolution: bool  # whether smaller frames give fewer tokens (not LLaVA-OneVision)
+
+
+@dataclass(frozen=True)
+class Refit:
+    """A method's request to sample the video again: fewer frames over the same timeline, or
+    smaller frames (``max_long_side``); None keeps the sampling's."""
+
+    max_frames: int | None = None
+    max_long_side: int | None = None
+
+
 @dataclass
 class Method:
     """Base class: a compression method is a dataclass of its hyper-parameters, validated
@@ -427,6 +455,12 @@ class Method:
     # two-pass methods (see the module doc); a method may switch these in begin()
     scoring_pass: ClassVar[bool] = False
     scoring_logits: ClassVar[bool] = False  # the scoring pass runs every layer and gives the last logits
+
+    def fit_input(self, fit: InputFit) -> Refit | None:
+        """Before the video is encoded: sample it again to fit the budget (``uniform``: fewer
+        frames; ``downsample``: smaller frames), or None (default: the input as sampled). The
+        pipeline samples once more at most, and builds the prompt again for the new input."""
+        return None
 
     def begin(self, plan: VideoPlan) -> None:
         self.plan = plan

@@ -3,7 +3,7 @@
 
 Every frame is kept and made smaller until the whole video fits the budget:
 
-- ``mode: resize`` (default): the pipeline samples the frames again at the largest
+- ``mode: resize`` (default): the pipeline samples the frames again (``fit_input``) at the largest
   ``max_long_side`` (a multiple of the family's 28 px) whose tokens fit beside the text
   (``fit_long_side``) and the model encodes those smaller frames; on a family whose tokens do
   not follow the frame size (LLaVA-OneVision encodes every frame at 384 px) nothing is resized
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .allocation import fit_grid
-from .base import ChunkSpan, Method, VideoPlan
+from .base import ChunkSpan, InputFit, Method, Refit, VideoPlan
 
 MODES = ("resize", "pool")
 
@@ -87,12 +87,19 @@ class Downsample(Method):
     uses_guide = False
     question_aware = False
     observes = False
-    fits_resolution_to_context = True  # the pipeline resizes the frames first (mode resize)
     mode: str = "resize"
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; valid choices: {', '.join(MODES)}")
+
+    def fit_input(self, fit: InputFit) -> Refit | None:
+        """mode resize: every frame kept, each smaller: the largest size whose tokens fit."""
+        if self.mode != "resize" or not fit.tokens_follow_resolution or not fit.original_size:
+            return None
+        side = fit_long_side(*fit.original_size, fit.max_long_side, fit.size_factor, fit.num_steps,
+                             fit.max_step_tokens - fit.tokens_per_step, fit.max_context - fit.budget_text)
+        return Refit(max_long_side=side) if side < max(fit.frame_size) else None
 
     def begin(self, plan: VideoPlan) -> None:
         super().begin(plan)

@@ -1,13 +1,13 @@
 """``uniform``: the "baseline model" rows of the papers' tables. No compression; the video is
 sampled with fewer frames (uniformly over its timeline, by the usual sampling rule) so that
-its uncompressed tokens plus the text fit ``max_context``. The pipeline asks
-``max_frames_for_context`` before decoding the frames it keeps."""
+its uncompressed tokens plus the text fit ``max_context``: :meth:`UniformFrames.fit_input`
+asks the pipeline for ``max_frames_for_context`` frames before they are decoded."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import ChunkSpan, Method
+from .base import ChunkSpan, InputFit, Method, Refit
 
 
 def max_frames_for_context(max_context: int, num_text: int, tokens_per_step: int, frames_per_step: int) -> int:
@@ -26,7 +26,11 @@ class UniformFrames(Method):
     uses_guide = False
     question_aware = False
     observes = False
-    fits_frames_to_context = True
+
+    def fit_input(self, fit: InputFit) -> Refit | None:
+        # a step's cost includes the text some families interleave per step (Qwen3-VL's timestamps)
+        frames = max_frames_for_context(fit.max_context, fit.budget_text, fit.max_step_tokens, fit.frames_per_step)
+        return Refit(max_frames=frames) if frames < fit.num_frames else None
 
     def select(self, chunk: ChunkSpan):
         return [None] * self.plan.num_layers
