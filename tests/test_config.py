@@ -41,7 +41,10 @@ def check(cfg):
     assert cfg.dataset.name in dataset_names()
     assert cfg.sampling.max_frames >= 2 and cfg.engine.max_context >= 1
     import inspect
-    accepted = set(inspect.signature(load_adapter).parameters) | {"pretrained", "max_frames", "name", "tiny_arch"}
+    from retake.config import PROMPT_FIELDS
+
+    accepted = set(inspect.signature(load_adapter).parameters) | {"pretrained", "max_frames", "name", "tiny_arch",
+                                                                    *PROMPT_FIELDS}
     assert set(cfg.model) <= accepted
 
 

@@ -70,7 +70,8 @@ def _ask(args) -> int:
         sampling = section_from_args(SamplingConfig, args, "sampling")
         model = section_from_args(ModelConfig, args, "model")
         adapter = model.load()
-        result = answer_question(adapter, args.video, question, method, sampling, engine)
+        result = answer_question(adapter, args.video, question, method, sampling, engine,
+                                 system_prompt=model.system_prompt)
     except (ValueError, VideoDecodeError) as e:
         print(f"retake ask: error: {e}", file=sys.stderr)
         return 2

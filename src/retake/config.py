@@ -119,11 +119,25 @@ class EngineConfig:
         _check(self.question_tokens >= 0, "engine.question_tokens", f"must be >= 0, got {self.question_tokens}")
 
 
+class PositionRule(Choice):
+    """Where Qwen2-VL / Qwen2.5-VL put the text after a video (M-RoPE; docs/architecture.md):
+    ``trained``: after the video's largest id (the rule the models were trained with, transformers
+    4.x); ``transformers``: ``max(h, w)`` merged tokens after the video's start, whatever its
+    temporal extent (transformers 5.x's ``get_rope_index``; its issue 45381), what lmms-eval's
+    wrappers compute on transformers 5. Other families: both rules give the same ids."""
+
+    trained = "trained"
+    transformers = "transformers"
+
+
 class Dtype(Choice):
     auto = "auto"
     float32 = "float32"
     bfloat16 = "bfloat16"
     float16 = "float16"
+
+
+PROMPT_FIELDS = ("system_prompt",)  # ModelConfig fields used when prompting, not when loading
 
 
 @dataclass
@@ -136,9 +150,13 @@ class ModelConfig:
     rope_scaling_factor: float | None = None  # YaRN factor for the LLM's RoPE (the papers: 4)
     device: str | None = None  # cuda, cpu, cuda:1, ...; null: cuda:LOCAL_RANK when there, else CPU
     device_map: Any = None  # model parallel: "auto" or a {module: device} map
+    # the chat's system message; null: the chat template's own (Qwen: "You are a helpful assistant.")
+    system_prompt: str | None = None
+    position_rule: PositionRule = PositionRule.trained  # text positions after a video (PositionRule)
 
     def __post_init__(self):
         _choice(self, "dtype", Dtype, "model")
+        _choice(self, "position_rule", PositionRule, "model")
         _check(self.rope_scaling_factor is None or self.rope_scaling_factor >= 1, "model.rope_scaling_factor",
                f"must be >= 1 or null, got {self.rope_scaling_factor}")
 
@@ -146,7 +164,7 @@ class ModelConfig:
         """The adapter of this checkpoint."""
         from .models import load_adapter
 
-        kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig)}
+        kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig) if f.name not in PROMPT_FIELDS}
         kw.update(overrides)
         return load_adapter(kw.pop("pretrained"), **{k: (v.value if isinstance(v, Enum) else v) for k, v in kw.items()})
 

@@ -183,6 +183,10 @@ class Engine:
     def __init__(self, adapter: VideoLMAdapter, config: EngineConfig | None = None):
         self.adapter = adapter
         self.config = config or EngineConfig()
+        if self.config.reforge_positions and getattr(adapter, "position_rule", "trained") != "trained" \
+                and getattr(adapter, "position_rule_differs", False):
+            raise ValueError("engine.reforge_positions needs model.position_rule=trained: reforging continues the text "
+                             "after the video's last kept id, which the transformers rule does not place there")
 
     def _row_limit(self) -> RowLimit | None:
         """The hooks that skip the guide's rows in the last layer's MLP (installed once per model)."""

@@ -32,7 +32,7 @@ SECTIONS = ("model", "method", "dataset", "sampling", "engine", "run")
 # adds the __s<hash> part
 SETTING_KEYS = ("sampling.fps", "sampling.max_long_side", "sampling.backend", "sampling.resize",
                 "sampling.strict_frames", "engine.chunk_frames", "engine.max_new_tokens", "engine.max_guide_tokens",
-                "engine.question_tokens")
+                "engine.question_tokens", "model.system_prompt", "model.position_rule")
 
 
 def setting_defaults() -> dict:

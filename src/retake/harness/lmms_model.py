@@ -342,7 +342,8 @@ class RetakeLMM(lmms):
             if prefetch is not None and (self.reuse is None or self._needs_video(video)):
                 prepared = prefetch.take(video)
             result = answer_question(self.adapter, video, context, get_method(self.method_name, **self.method_args),
-                                     self.sampling, self._engine_for(gen_kwargs or {}), reuse=self.reuse,
+                                     self.sampling, self._engine_for(gen_kwargs or {}),
+                                     system_prompt=self.args.model.system_prompt, reuse=self.reuse,
                                      prepared=prepared, states=self.states)
             record.update(prediction=result["answer"], error=None, video=video, **measurements(result))
             for warning in result.get("warnings", []):

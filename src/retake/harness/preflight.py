@@ -40,13 +40,13 @@ def weightless_adapter(pretrained: str):
     return adapter_cls.from_loaded(model, AutoTokenizer.from_pretrained(pretrained), pretrained)
 
 
-def text_counter(adapter) -> Callable[[str], int]:
+def text_counter(adapter, system_prompt: str | None = None) -> Callable[[str], int]:
     """``question -> text tokens`` of the prompt ``adapter`` builds around a video (the video's
     own tokens, timestamps included, are not text; two grid steps of blank frames stand in)."""
     side = adapter.size_factor
     frames = torch.zeros(4, 3, side, side, dtype=torch.uint8)
     video = adapter.prepare_video(frames, 2.0, [0.0, 0.5, 1.0, 1.5])
-    return lambda question: adapter.build_prompt(question, video).num_text_tokens
+    return lambda question: adapter.build_prompt(question, video, system_prompt=system_prompt).num_text_tokens
 
 
 def budget_problem(max_context: int, samples: list[Sample], count: Callable[[str], int], question_mode: str = "aware",
@@ -87,7 +87,8 @@ def check_budget(cfg, samples: list[Sample], log=print) -> None:
     if not samples:
         return
     adapter = weightless_adapter(str(cfg.model.pretrained))
-    error, warning = budget_problem(int(cfg.engine.max_context), samples, text_counter(adapter),
+    error, warning = budget_problem(int(cfg.engine.max_context), samples,
+                                    text_counter(adapter, cfg.model.get("system_prompt")),
                                     str(cfg.engine.question_mode), int(cfg.engine.question_tokens))
     if error:
         raise ValueError(error)

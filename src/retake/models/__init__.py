@@ -169,6 +169,7 @@ def load_adapter(
     device_map: str | dict | None = None,
     attn_implementation: str = "sdpa",
     rope_scaling_factor: float | None = None,
+    position_rule: str = "trained",
 ) -> VideoLMAdapter:
     """Load a supported video LLM and wrap it in its adapter.
 
@@ -177,6 +178,8 @@ def load_adapter(
     rope_scaling_factor: YaRN scaling of the language model's RoPE by this factor (the
     authors run Qwen2/2.5-VL with 4 so that long videos stay in range), keeping the M-RoPE
     sections; None keeps the checkpoint's RoPE.
+    position_rule: where Qwen2-VL / Qwen2.5-VL put the text after a video, ``trained`` or
+    ``transformers`` (``retake.config.PositionRule``).
     """
     from transformers import AutoTokenizer
 
@@ -207,7 +210,9 @@ def load_adapter(
         model.to(device)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    return adapter_cls.from_loaded(model, tokenizer, name_or_path)
+    adapter = adapter_cls.from_loaded(model, tokenizer, name_or_path)
+    adapter.set_position_rule(position_rule)
+    return adapter
 
 
 __all__ = [

@@ -112,6 +112,23 @@ class VideoLMAdapter(ABC):
 
     model: torch.nn.Module
     tokenizer: object
+    # where the text after a video is placed (retake.config.PositionRule); only families whose
+    # rules differ read it (Qwen2-VL / Qwen2.5-VL: position_rule_differs)
+    position_rule: str = "trained"
+    position_rule_differs: bool = False
+
+    def set_position_rule(self, rule: str) -> None:
+        """``trained`` or ``transformers``; the latter with a one-line warning where it changes ids."""
+        rule = str(getattr(rule, "value", rule))
+        if rule not in ("trained", "transformers"):
+            raise ValueError(f"model.position_rule: {rule!r} is not a valid choice; valid: trained, transformers")
+        self.position_rule = rule
+        if rule == "transformers" and self.position_rule_differs:
+            from .. import log
+
+            log.warning("model.position_rule=transformers: the text after the video is placed as transformers 5.x's "
+                        "get_rope_index places it (transformers issue 45381), not by the rule the model was trained "
+                        "with; use it to match numbers computed that way (lmms-eval's wrappers on transformers 5)")
 
     # -- inputs -------------------------------------------------------------------------
     @property

@@ -11,7 +11,8 @@ Positions follow Qwen's M-RoPE rule as the models were trained: text tokens use 
 on all three rows; a video of ``t x h x w`` merged tokens starting at id ``s`` gets temporal
 ids ``s + floor(step * interval)`` and spatial ids ``s + row`` / ``s + col``; text after the
 video resumes at ``max(video ids) + 1``. (transformers 5.x resumes at ``s + max(h, w)``
-instead, ignoring the temporal extent; see docs/architecture.md.) ``interval`` is 1 for
+instead, ignoring the temporal extent: ``model.position_rule=transformers`` reproduces it;
+see docs/architecture.md.) ``interval`` is 1 for
 Qwen2-VL and ``tokens_per_second * temporal_patch_size / sampling_fps`` for Qwen2.5-VL.
 """
 
@@ -83,22 +84,33 @@ def patchify(frames: torch.Tensor, pp: QwenVisionPreprocessing, dtype=torch.floa
 
 
 def qwen_position_ids(
-    prefix_len: int, grid: tuple[int, int, int], merge_size: int, suffix_len: int, interval: float
+    prefix_len: int, grid: tuple[int, int, int], merge_size: int, suffix_len: int, interval: float,
+    rule: str = "trained",
 ) -> torch.Tensor:
-    """``[3, prefix + video + suffix]`` M-RoPE ids by Qwen's rule (module docstring)."""
+    """``[3, prefix + video + suffix]`` M-RoPE ids by Qwen's rule (module docstring); ``rule=
+    "transformers"``: as transformers 5.x's ``get_rope_index`` computes them (temporal ids in
+    fp32, the text after the video at ``s + max(h, w)``)."""
     t, h, w = grid[0], grid[1] // merge_size, grid[2] // merge_size
     prefix = torch.arange(prefix_len).expand(3, -1)
     s = prefix_len
-    tt = (torch.arange(t, dtype=torch.float64) * interval).floor().long()
+    if rule == "transformers":
+        tt = (torch.arange(t) * interval).long()  # int64 x float: fp32, truncated, as theirs
+    else:
+        tt = (torch.arange(t, dtype=torch.float64) * interval).floor().long()
     T_, H_, W_ = torch.meshgrid(tt, torch.arange(h), torch.arange(w), indexing="ij")
     video = torch.stack([T_, H_, W_]).reshape(3, -1) + s
-    nxt = int(video.max()) + 1 if video.numel() else s
+    if rule == "transformers":
+        nxt = s + max(h, w)
+    else:
+        nxt = int(video.max()) + 1 if video.numel() else s
     suffix = torch.arange(nxt, nxt + suffix_len).expand(3, -1)
     return torch.cat([prefix, video, suffix], dim=1).long()
 
 
 class QwenVLAdapter(TransformersVideoLM):
     """Adapter for Qwen2-VL and Qwen2.5-VL (same prompt, vision and position layout)."""
+
+    position_rule_differs = True
 
     def __init__(self, model, tokenizer, preprocessing: QwenVisionPreprocessing, chat_template: str | None = None):
         self.model = model
@@ -154,7 +166,8 @@ class QwenVLAdapter(TransformersVideoLM):
         prefix, suffix = ids[:p], ids[p + 1 :]
         input_ids = torch.tensor(prefix + [self.video_token_id] * video.num_tokens + suffix, dtype=torch.long)
         pos = qwen_position_ids(
-            len(prefix), video.grid_thw, self.pp.merge_size, len(suffix), self.temporal_interval(video.sampling_fps)
+            len(prefix), video.grid_thw, self.pp.merge_size, len(suffix), self.temporal_interval(video.sampling_fps),
+            rule=self.position_rule,
         )
         return Prompt(input_ids=input_ids, position_ids=pos, video_start=p, video_end=p + video.num_tokens)
 

@@ -118,6 +118,8 @@ class Qwen3VLAdapter(QwenVLAdapter):
     deepstack_device: where DeepStack features wait for their chunk (None: the LLM's device).
     """
 
+    position_rule_differs = False  # transformers 5.x computes the trained ids (timestamps carry time)
+
     def __init__(self, model, tokenizer, preprocessing, chat_template=None, outer_vision_tokens: bool = False,
                  deepstack_device: str | None = "cpu"):
         super().__init__(model, tokenizer, preprocessing, chat_template)
