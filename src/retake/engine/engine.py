@@ -179,6 +179,35 @@ def apply_updates(x: torch.Tensor, updates: tuple[torch.Tensor, torch.Tensor], s
     return x
 
 
+@dataclass
+class _Prefill:
+    """One video's prefill in progress: what :meth:`Engine.prefill_video`'s steps share."""
+
+    method: Method
+    plan: VideoPlan
+    cache: CompressibleCache
+    features: torch.Tensor  # [N_v, hidden] the video's input embeddings
+    extras: dict  # per-token extras cut like the embeddings (Qwen3-VL's DeepStack)
+    ids: torch.Tensor  # the context prompt's ids and positions
+    pos: torch.Tensor
+    vs: int  # the video's span in the prompt
+    ve: int
+    hybrid: bool
+    kv_index: dict | None
+    merge_prefix: bool  # the prefix still to run, in the first fed chunk's forward
+    vision_seconds: float
+    kept: list  # video entries per layer so far
+    held_max: list  # the most video entries a layer held after a chunk's compression
+    peak_bytes: int = 0  # the cache's largest size, chunk and guide entries in it
+    guide_ids: torch.Tensor | None = None
+    guide_pos: torch.Tensor | None = None
+    use_guide: bool = False
+    guide_emb: torch.Tensor | None = None
+    g: int = 0  # guide tokens fed with each chunk
+    reforge: ReforgedPositions | None = None
+    limit: RowLimit | None = None
+
+
 class Engine:
     def __init__(self, adapter: VideoLMAdapter, config: EngineConfig | None = None):
         self.adapter = adapter
@@ -336,13 +365,43 @@ class Engine:
         whose tokens after the video are the guide (None: no guide, whatever the method
         asks); ``text_tokens``: the text the budget leaves room for (default
         ``context.num_text_tokens``)."""
-        ad, cfg = self.adapter, self.config
         accelerators = self._accelerators()
         for d in accelerators:
             torch.cuda.reset_peak_memory_stats(d)
+        t0 = time.perf_counter()
+        run = self._start(video, context, method, features, text_tokens)  # 1-2: vision, the plan, begin
+        if not run.merge_prefix and run.vs > 0:  # 2a
+            self._prefix(run)
+        self._set_guide(run, guide)
+        if method.scoring_pass:  # 2b. its KV is discarded, it sets plan.input_keep
+            with profile.part("scoring_pass"):
+                self._scoring_pass(method, run.plan, run.features, run.extras, run.pos, run.vs, run.cache,
+                                   run.guide_ids, run.guide_pos, run.kv_index)
+        self._start_chunks(run)
+        for chunk in run.plan.chunks:  # 3
+            fed = self._feed_chunk(run, chunk)
+            if fed is not None:
+                self._compress_chunk(run, chunk, *fed)
+        if run.merge_prefix:  # no chunk was fed (every token dropped before prefill)
+            self._prefix(run)
+        self._sync()
+        cache, ids, pos, vs, ve = run.cache, run.ids, run.pos, run.vs, run.ve
+        return VideoState(
+            cache=cache, snapshot=cache.snapshot(), prefix_ids=ids[:vs].clone(), video_positions=pos[:, :ve].clone(),
+            video_start=vs, video_end=ve, kept=run.kept, held_max=run.held_max,
+            peak_cache_bytes=max(run.peak_bytes, cache.nbytes()), keep_ratio=run.plan.keep_ratio,
+            text_tokens=run.plan.num_text_tokens, vision_seconds=run.vision_seconds,
+            prefill_seconds=time.perf_counter() - t0, reforge=run.reforge, like=run.features[:1], method=method.name,
+            guide=guide_kind or ("none" if not run.use_guide else "given"), accelerators=accelerators,
+        )
+
+    def _start(self, video: VideoInputs, context: Prompt, method: Method, features, text_tokens: int | None) -> "_Prefill":
+        """Checks, the cache, (1) the video's features, (2) the plan shown to the method (``begin``
+        decides what the method does with this video: whether it scores at all, needs a scoring
+        pass or the guide)."""
+        ad, cfg = self.adapter, self.config
         if cfg.chunk_frames % video.frames_per_step:
             raise ValueError(f"chunk_frames={cfg.chunk_frames} is not a multiple of {video.frames_per_step} frames per grid step")
-        ids, pos = context.input_ids, context.position_ids
         vs, ve = context.video_start, context.video_end
         n_text = context.num_text_tokens if text_tokens is None else int(text_tokens)
         n_video = ve - vs
@@ -356,10 +415,6 @@ class Engine:
         if hybrid and cfg.reforge_positions:
             raise ValueError("position reforging is not supported on a hybrid model (linear-attention layers): "
                              "set engine.reforge_positions=false")
-        kv_index = {d: i for i, d in enumerate(cache.kv_ids)} if hybrid else None
-        t0 = time.perf_counter()
-
-        # 1. vision
         vision_seconds = 0.0
         if features is None:
             with profile.part("vision"):
@@ -367,9 +422,6 @@ class Engine:
         extras = {}
         if isinstance(features, VideoFeatures):
             features, extras = features.embeds, features.extras
-
-        # 2. the plan, shown to the method (begin decides what the method does with this video:
-        # whether it scores at all, needs a scoring pass or the guide)
         if features.shape[0] != n_video:
             raise ValueError(f"features hold {features.shape[0]} video tokens, the prompt's video span {n_video}")
         chunks = chunk_spans(video.step_token_offsets, cfg.chunk_frames // video.frames_per_step)
@@ -381,119 +433,130 @@ class Engine:
         )
         with profile.part("begin"):
             method.begin(plan)
-
-        # 2a. prefix: in the first chunk's forward (one pass of the weights fewer), unless a
+        # the prefix runs in the first chunk's forward (one pass of the weights fewer), unless a
         # scoring pass needs it in the cache first, positions are reforged per layer, or the
         # adapter places per-token extras by row (Qwen3-VL's DeepStack)
         merge_prefix = cfg.fast_paths and vs > 0 and not method.scoring_pass and not cfg.reforge_positions \
             and not extras
-        if not merge_prefix and vs > 0:
-            with profile.part("prefix"):
-                ad.forward_embeds(ad.embed(ids[:vs]), pos[:, :vs], cache, retake_ctx=PLAIN)
+        return _Prefill(method=method, plan=plan, cache=cache, features=features, extras=extras,
+                        ids=context.input_ids, pos=context.position_ids, vs=vs, ve=ve, hybrid=hybrid,
+                        kv_index={d: i for i, d in enumerate(cache.kv_ids)} if hybrid else None,
+                        merge_prefix=merge_prefix, vision_seconds=vision_seconds,
+                        kept=[0] * ad.num_layers, held_max=[0] * ad.num_layers)
+
+    def _prefix(self, run: "_Prefill") -> None:
+        """The system prompt, user header and vision start, uncompressed, in a forward of their own."""
+        with profile.part("prefix"):
+            self.adapter.forward_embeds(self.adapter.embed(run.ids[: run.vs]), run.pos[:, : run.vs], run.cache,
+                                        retake_ctx=PLAIN)
+
+    def _set_guide(self, run: "_Prefill", guide: Prompt | None) -> None:
+        """The guide: ``guide``'s tokens after its video (the last ``max_guide_tokens`` of them)."""
         if guide is not None:
             gids, gpos = guide.input_ids, guide.position_ids
-            g0 = guide.video_end if cfg.max_guide_tokens is None else max(guide.video_end, gids.shape[0] - cfg.max_guide_tokens)
-            guide_ids, guide_pos = gids[g0:], gpos[:, g0:]
+            g0 = guide.video_end if self.config.max_guide_tokens is None \
+                else max(guide.video_end, gids.shape[0] - self.config.max_guide_tokens)
+            run.guide_ids, run.guide_pos = gids[g0:], gpos[:, g0:]
         else:
-            guide_ids, guide_pos = ids[:0], pos[:, :0]
+            run.guide_ids, run.guide_pos = run.ids[:0], run.pos[:, :0]
 
-        # 2b. a two-pass method's scoring pass: its KV is discarded, it sets plan.input_keep
-        if method.scoring_pass:
-            with profile.part("scoring_pass"):
-                self._scoring_pass(method, plan, features, extras, pos, vs, cache, guide_ids, guide_pos, kv_index)
-
-        # 3. chunks (+ guide)
-        use_guide = method.uses_guide and guide_ids.numel() > 0
-        guide_emb = ad.embed(guide_ids) if use_guide else None
-        g = int(guide_ids.numel()) if use_guide else 0
-        kept = [0] * ad.num_layers
-        held_max = [0] * ad.num_layers  # the most video entries a layer held after a chunk's compression
-        peak_bytes = 0  # the cache's largest size, chunk and guide entries in it
-        reforge = ReforgedPositions(ad.num_layers, pos.shape[0], int(pos[:, :vs].max()) if vs else -1, ad.rope) \
+    def _start_chunks(self, run: "_Prefill") -> None:
+        """What every chunk's forward shares: the guide's embeddings, position reforging, the
+        guide rows' MLP skip."""
+        ad, cfg = self.adapter, self.config
+        run.use_guide = run.method.uses_guide and run.guide_ids.numel() > 0
+        run.guide_emb = ad.embed(run.guide_ids) if run.use_guide else None
+        run.g = int(run.guide_ids.numel()) if run.use_guide else 0
+        pos, vs = run.pos, run.vs
+        run.reforge = ReforgedPositions(ad.num_layers, pos.shape[0], int(pos[:, :vs].max()) if vs else -1, ad.rope) \
             if cfg.reforge_positions else None
-        limit = self._row_limit() if cfg.fast_paths and g and not hybrid else None
-        for chunk in chunks:
-            x = features[chunk.token_start : chunk.token_end]
-            p = pos[:, vs + chunk.token_start : vs + chunk.token_end]
-            ex = {k: v[chunk.token_start : chunk.token_end] for k, v in extras.items()}
-            if plan.input_updates is not None:  # merged tokens fed with their merged embeddings
-                x = apply_updates(x, plan.input_updates, chunk.token_start, chunk.token_end)
-            if plan.input_keep is not None:  # tokens the method dropped before prefill
-                m = plan.input_keep[chunk.token_start : chunk.token_end]
-                x, p = x[m.to(x.device)], p[:, m.cpu()]
-                ex = {k: v[m.to(v.device)] for k, v in ex.items()}
-            n = int(x.shape[0])
-            if n == 0:
-                continue
-            x = x.to(ad.device, non_blocking=True).unsqueeze(0)  # (offload_features: from the CPU)
-            p_video, p_guide = p, None
-            if use_guide:
-                p_guide = guide_pos + (int(p.max()) + 1 - int(guide_pos[0, 0]))
-                x = torch.cat([x, guide_emb], dim=1)
-                p = torch.cat([p, p_guide], dim=1)
-            before = [cache.layer_length(layer) for layer in range(ad.num_layers)]
-            layer_ids, rotations = p, None
-            if reforge is not None:
-                layer_ids, rotations = reforge.chunk(p_video, p_guide, x)
-            lead = 0
-            x_in, p_in = x, p
-            if merge_prefix:  # [prefix ; chunk ; guide]: causal, so the same as the prefix first
-                lead, merge_prefix = vs, False
-                x_in = torch.cat([ad.embed(ids[:vs]), x], dim=1)
-                p_in = torch.cat([pos[:, :vs], p], dim=1)
-            ctx = _StepContext(method, chunk, n, g, positions=layer_ids, rope=lambda q, x=x: ad.rope(q, x),
-                               rotations=rotations, video_start=vs, lead=lead, kv_index=kv_index)
-            cache.input_rotation = rotations
-            if limit is not None and g:
-                limit.rows = lead + n  # the guide's rows skip the last layer's MLP
-            try:
-                with profile.part("chunks"):
-                    if hybrid and g:  # the guide must leave no trace in the recurrent states: two forwards
-                        self._chunk_then_guide(x_in, p_in, lead + n, cache, ctx, ex)
-                    else:
-                        ad.forward_embeds(x_in, p_in, cache, retake_ctx=ctx, **({"video_extras": ex} if ex else {}))
-            finally:
-                if limit is not None:
-                    limit.rows = None
-            cache.input_rotation = None
-            if lead:
-                before = [b + lead for b in before]
-            peak_bytes = max(peak_bytes, cache.nbytes())
-            with profile.part("select"):
-                selection = method.select(chunk)
-            if len(selection) != ad.num_layers:
-                raise RuntimeError(f"method {method.name!r} returned {len(selection)} selections for {ad.num_layers} layers")
-            with profile.part("compaction"):
-                for layer, keep in enumerate(selection):
-                    cache.truncate(layer, before[layer] + n)  # the guide's entries go
-                    if keep is not None and not isinstance(keep, LayerKeep):
-                        keep = LayerKeep(keep)
-                    whole = keep is not None and keep.scope == "video"
-                    if reforge is not None and keep is not None and (whole or keep.per_head):
-                        what = "re-selects over the whole video" if whole else "keeps a different set per KV head"
-                        raise ValueError(f"method {method.name!r} {what}, which position reforging does not "
-                                         "support: set engine.reforge_positions=false (or head_selection=shared)")
-                    if keep is not None:
-                        cache.keep(layer, vs if whole else before[layer], keep)
-                    kept[layer] = keep.num_entries if whole else kept[layer] + (n if keep is None else keep.num_entries)
-                    held_max[layer] = max(held_max[layer], cache.layer_length(layer) - vs)
-                    if reforge is not None:
-                        span = (int(pos[0, vs + chunk.token_start]),
-                                int(pos[0, vs + chunk.token_end]) if chunk.token_end < n_video else int(pos[0, ve - 1]) + 1)
-                        rot = reforge.compress(layer, layer_ids[layer][:, :n], None if keep is None else keep.index, span, x)
-                        if rot is not None:
-                            cache.rotate(layer, before[layer], rot[0].shape[0], rot)
-        if merge_prefix:  # no chunk was fed (every token dropped before prefill)
-            with profile.part("prefix"):
-                ad.forward_embeds(ad.embed(ids[:vs]), pos[:, :vs], cache, retake_ctx=PLAIN)
-        self._sync()
-        return VideoState(
-            cache=cache, snapshot=cache.snapshot(), prefix_ids=ids[:vs].clone(), video_positions=pos[:, :ve].clone(),
-            video_start=vs, video_end=ve, kept=kept, held_max=held_max, peak_cache_bytes=max(peak_bytes, cache.nbytes()),
-            keep_ratio=r, text_tokens=n_text, vision_seconds=vision_seconds,
-            prefill_seconds=time.perf_counter() - t0, reforge=reforge, like=features[:1], method=method.name,
-            guide=guide_kind or ("none" if not use_guide else "given"), accelerators=accelerators,
-        )
+        run.limit = self._row_limit() if cfg.fast_paths and run.g and not run.hybrid else None
+
+    def _feed_chunk(self, run: "_Prefill", chunk: ChunkSpan):
+        """Run ``[chunk ; guide]`` (with the prefix ahead of the first chunk on the fast path)
+        through the model over the cache; the method observes every layer. Returns ``(n fed
+        tokens, each layer's length before the chunk, the chunk's ids per layer, the input)``,
+        or None when every token of the chunk was dropped before prefill."""
+        ad, plan, pos, vs = self.adapter, run.plan, run.pos, run.vs
+        x = run.features[chunk.token_start : chunk.token_end]
+        p = pos[:, vs + chunk.token_start : vs + chunk.token_end]
+        ex = {k: v[chunk.token_start : chunk.token_end] for k, v in run.extras.items()}
+        if plan.input_updates is not None:  # merged tokens fed with their merged embeddings
+            x = apply_updates(x, plan.input_updates, chunk.token_start, chunk.token_end)
+        if plan.input_keep is not None:  # tokens the method dropped before prefill
+            m = plan.input_keep[chunk.token_start : chunk.token_end]
+            x, p = x[m.to(x.device)], p[:, m.cpu()]
+            ex = {k: v[m.to(v.device)] for k, v in ex.items()}
+        n, g = int(x.shape[0]), run.g
+        if n == 0:
+            return None
+        x = x.to(ad.device, non_blocking=True).unsqueeze(0)  # (offload_features: from the CPU)
+        p_video, p_guide = p, None
+        if run.use_guide:  # the guide right after the chunk: its first temporal id is the chunk's max + 1
+            p_guide = run.guide_pos + (int(p.max()) + 1 - int(run.guide_pos[0, 0]))
+            x = torch.cat([x, run.guide_emb], dim=1)
+            p = torch.cat([p, p_guide], dim=1)
+        cache = run.cache
+        before = [cache.layer_length(layer) for layer in range(ad.num_layers)]
+        layer_ids, rotations = p, None
+        if run.reforge is not None:
+            layer_ids, rotations = run.reforge.chunk(p_video, p_guide, x)
+        lead = 0
+        x_in, p_in = x, p
+        if run.merge_prefix:  # [prefix ; chunk ; guide]: causal, so the same as the prefix first
+            lead, run.merge_prefix = vs, False
+            x_in = torch.cat([ad.embed(run.ids[:vs]), x], dim=1)
+            p_in = torch.cat([pos[:, :vs], p], dim=1)
+        ctx = _StepContext(run.method, chunk, n, g, positions=layer_ids, rope=lambda q, x=x: ad.rope(q, x),
+                           rotations=rotations, video_start=vs, lead=lead, kv_index=run.kv_index)
+        cache.input_rotation = rotations
+        limit = run.limit
+        if limit is not None and g:
+            limit.rows = lead + n  # the guide's rows skip the last layer's MLP
+        try:
+            with profile.part("chunks"):
+                if run.hybrid and g:  # the guide must leave no trace in the recurrent states: two forwards
+                    self._chunk_then_guide(x_in, p_in, lead + n, cache, ctx, ex)
+                else:
+                    ad.forward_embeds(x_in, p_in, cache, retake_ctx=ctx, **({"video_extras": ex} if ex else {}))
+        finally:
+            if limit is not None:
+                limit.rows = None
+        cache.input_rotation = None
+        if lead:
+            before = [b + lead for b in before]
+        run.peak_bytes = max(run.peak_bytes, cache.nbytes())
+        return n, before, layer_ids, x
+
+    def _compress_chunk(self, run: "_Prefill", chunk: ChunkSpan, n: int, before: list[int], layer_ids, x) -> None:
+        """The method's selection for the chunk, applied per layer: the guide's entries go, the
+        kept chunk entries stay (reforged when positions are)."""
+        ad, method, cache, reforge = self.adapter, run.method, run.cache, run.reforge
+        pos, vs, ve, n_video = run.pos, run.vs, run.ve, run.plan.num_video_tokens
+        with profile.part("select"):
+            selection = method.select(chunk)
+        if len(selection) != ad.num_layers:
+            raise RuntimeError(f"method {method.name!r} returned {len(selection)} selections for {ad.num_layers} layers")
+        with profile.part("compaction"):
+            for layer, keep in enumerate(selection):
+                cache.truncate(layer, before[layer] + n)  # the guide's entries go
+                if keep is not None and not isinstance(keep, LayerKeep):
+                    keep = LayerKeep(keep)
+                whole = keep is not None and keep.scope == "video"
+                if reforge is not None and keep is not None and (whole or keep.per_head):
+                    what = "re-selects over the whole video" if whole else "keeps a different set per KV head"
+                    raise ValueError(f"method {method.name!r} {what}, which position reforging does not "
+                                     "support: set engine.reforge_positions=false (or head_selection=shared)")
+                if keep is not None:
+                    cache.keep(layer, vs if whole else before[layer], keep)
+                run.kept[layer] = keep.num_entries if whole else run.kept[layer] + (n if keep is None else keep.num_entries)
+                run.held_max[layer] = max(run.held_max[layer], cache.layer_length(layer) - vs)
+                if reforge is not None:
+                    span = (int(pos[0, vs + chunk.token_start]),
+                            int(pos[0, vs + chunk.token_end]) if chunk.token_end < n_video else int(pos[0, ve - 1]) + 1)
+                    rot = reforge.compress(layer, layer_ids[layer][:, :n], None if keep is None else keep.index, span, x)
+                    if rot is not None:
+                        cache.rotate(layer, before[layer], rot[0].shape[0], rot)
 
     @torch.no_grad()
     def answer(self, state: "VideoState", prompt: Prompt, return_cache: bool = False) -> EngineOutput:
