@@ -258,7 +258,7 @@ def answer_question(
     the same as without: ``tests/test_question_unknown.py``)."""
     sampling = sampling or SamplingConfig()
     engine = engine or EngineConfig()
-    runner = Engine(adapter, engine)
+    prefill = Engine(adapter, engine)  # `engine` is its EngineConfig (the public keyword)
 
     def get(max_frames: int, at: SamplingConfig | None = None) -> tuple[PreparedVideo, bool]:
         at = at or sampling
@@ -272,12 +272,12 @@ def answer_question(
     mode = engine.question_mode
     # the chat template without a question: the proxy guide, and what the budget is made of
     # when the question is unknown (the engine's rule)
-    needs_proxy = runner.needs_proxy(method)
+    needs_proxy = prefill.needs_proxy(method)
 
     def prompts(pv: PreparedVideo):
         prompt = adapter.build_prompt(question, pv.inputs, system_prompt=system_prompt)
         proxy = adapter.build_prompt("", pv.inputs, system_prompt=system_prompt) if needs_proxy else None
-        return prompt, proxy, runner.budget_text_tokens(prompt, proxy, mode)
+        return prompt, proxy, prefill.budget_text_tokens(prompt, proxy, mode)
 
     pv, reused = get(sampling.max_frames)
     full_video_tokens = pv.inputs.num_tokens  # at the requested sampling, before a method refits it
@@ -303,19 +303,19 @@ def answer_question(
     skey = state_key(pv, method, engine, system_prompt) if states is not None and mode == "unknown" else None
     state = states.get(skey) if skey is not None else None
     if state is None and reuse is not None and features is None:
-        features, vision_seconds = runner.encode(pv.inputs)
+        features, vision_seconds = prefill.encode(pv.inputs)
         # the entry keeps what the engine reads, not the pixels
         reuse.put(replace(pv, inputs=replace(pv.inputs, pixel_values=None), features=features))
     if skey is None:
-        out = runner.run(pv.inputs, prompt, method, features=features, proxy=proxy)
+        out = prefill.run(pv.inputs, prompt, method, features=features, proxy=proxy)
     else:
         if state is None:  # compress the video once, without the question
             states.make_room()
-            kind, guide = runner.guide_for(method, prompt, proxy, mode)
-            state = runner.prefill_video(pv.inputs, proxy, method, features=features, guide=guide,
+            kind, guide = prefill.guide_for(method, prompt, proxy, mode)
+            state = prefill.prefill_video(pv.inputs, proxy, method, features=features, guide=guide,
                                          text_tokens=budget_text, guide_kind=kind)
             states.put(skey, state)
-        out = runner.answer(state, prompt)
+        out = prefill.answer(state, prompt)
     vision_seconds += out.vision_seconds
     peak = out.peak_memory_bytes
     kept = out.kept_video_tokens_per_layer

@@ -32,7 +32,7 @@ def run(cfg) -> dict | None:
     """Run one composed config; returns the cell's metrics.json content on rank 0, else None.
     Under Hydra the job's folder gets ``cell.json`` (the cell's folder), which the sweep summary
     reads."""
-    from .harness.logging import log_cell
+    from .harness.trackers import log_cell
     from .harness.runner import cell_dir, resolve_config, run_cell
     from .harness.sweep import record_job
 

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .logging import flatten
+from .trackers import flatten
 
 TABLES = (1, 2, 3, 4)
 KEY_COLUMNS = ("model", "method", "dataset", "max_frames", "max_context")

@@ -12,7 +12,7 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from retake.harness.logging import SAMPLE_COLUMNS, comparison_row, log_cell, run_id
+from retake.harness.trackers import SAMPLE_COLUMNS, comparison_row, log_cell, run_id
 
 RESULT = {
     "status": "done", "failed_fraction": 0.0, "chance_accuracy": 25.0,
