@@ -6,15 +6,15 @@ with qwen-vl-utils and torchvision beside this package). Three modes:
     # lmms-eval's side: its chat class (qwen2_5_vl_chat / qwen3_vl_chat, picked from the
     # checkpoint's model_type) on 16 needle questions and the real clips, model_args as on
     # lmms-eval's command line
-    .venv-parity/bin/python scripts/parity.py --out /tmp/parity_out/lmms_default
-    .venv-parity/bin/python scripts/parity.py --out /tmp/parity_out/lmms_matched \\
+    .venv-parity/bin/python scripts/parity.py --out parity_out/lmms_default
+    .venv-parity/bin/python scripts/parity.py --out parity_out/lmms_matched \\
         --model-args max_num_frames=64,min_pixels=3136,max_pixels=3136
 
     # ours: the engine (retake.pipeline) with Hydra overrides, the same samples and fields
-    .venv-parity/bin/python scripts/parity.py --ours --out /tmp/parity_out/ours -- protocol=lmms_eval method=none
+    .venv-parity/bin/python scripts/parity.py --ours --out parity_out/ours -- protocol=lmms_eval method=none
 
     # a table of the differences between two outputs
-    .venv-parity/bin/python scripts/parity.py --compare /tmp/parity_out/lmms_default /tmp/parity_out/ours
+    .venv-parity/bin/python scripts/parity.py --compare parity_out/lmms_default parity_out/ours
 
 Each output folder holds ``records.jsonl`` (one line per sample: frame indices, grid, token ids'
 length and hash, pixel checksum, answer, top-k of the first step's logits, ...), ``meta.json``
