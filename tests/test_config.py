@@ -205,7 +205,7 @@ def test_every_setting_is_declared_once_and_settable_everywhere():
                          "vision_batch_steps": 2, "reforge_positions": True, "offload_features": True,
                          "question_mode": "unknown", "question_tokens": 11, "fast_paths": False},
               "sampling": {"fps": 1.5, "max_frames": 8, "max_long_side": 224, "backend": "decord", "resize": "float32",
-                           "strict_frames": True}}
+                           "strict_frames": True, "frame_rule": "count", "min_pixels": 3136, "max_pixels": 6272}}
     for section, cls in (("engine", EngineConfig), ("sampling", SamplingConfig)):
         assert set(values[section]) == set(cls.__dataclass_fields__)  # the test covers every field
         overrides = [f"{section}.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in values[section].items()]

@@ -49,6 +49,14 @@ class Resize(Choice):
     float32 = "float32"
 
 
+class FrameRule(Choice):
+    """How many frames: ``fps`` (the authors': duration x sampling.fps, rounded to even, at most
+    max_frames) or ``count`` (lmms-eval's Qwen chat wrappers: max_frames whatever the duration)."""
+
+    fps = "fps"
+    count = "count"
+
+
 class QuestionMode(Choice):
     aware = "aware"
     unknown = "unknown"
@@ -75,10 +83,21 @@ class SamplingConfig:
     resize: Resize = Resize.uint8  # resize kernel (video.RESIZE_KERNELS): uint8 measured faster than float32
     # refuse a file whose header declares more frames than decode (default: sample over those that do)
     strict_frames: bool = False
+    frame_rule: FrameRule = FrameRule.fps  # FrameRule: fps (the authors') or count (lmms-eval's)
+    # frame size by pixel area, as qwen-vl-utils sizes a video (lmms-eval's Qwen wrappers; may
+    # upscale) instead of by max_long_side; null, null: max_long_side (the authors')
+    min_pixels: int | None = None
+    max_pixels: int | None = None
 
     def __post_init__(self):
         _choice(self, "backend", Backend, "sampling")
         _choice(self, "resize", Resize, "sampling")
+        _choice(self, "frame_rule", FrameRule, "sampling")
+        for key in ("min_pixels", "max_pixels"):
+            v = getattr(self, key)
+            _check(v is None or v >= 1, f"sampling.{key}", f"must be >= 1 or null, got {v}")
+        _check(self.min_pixels is None or self.max_pixels is None or self.max_pixels >= self.min_pixels,
+               "sampling.max_pixels", f"must be >= sampling.min_pixels={self.min_pixels}, got {self.max_pixels}")
         _check(self.fps > 0, "sampling.fps", f"must be > 0, got {self.fps}")
         _check(self.max_frames >= 2, "sampling.max_frames", f"must be >= 2, got {self.max_frames}")
         _check(self.max_long_side >= 28, "sampling.max_long_side", f"must be >= 28, got {self.max_long_side}")

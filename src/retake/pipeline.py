@@ -65,7 +65,8 @@ def video_key(adapter: VideoLMAdapter, path: str, sampling: SamplingConfig, max_
     param = next(model.parameters(), None)
     return (id(model), type(adapter).__name__, str(getattr(param, "dtype", None)), str(getattr(param, "device", None)),
             path, stamp, float(sampling.fps), int(max_frames), int(sampling.max_long_side), int(adapter.size_factor),
-            sampling.backend, sampling.resize, bool(sampling.strict_frames))
+            str(sampling.backend), str(sampling.resize), bool(sampling.strict_frames), str(sampling.frame_rule),
+            sampling.min_pixels, sampling.max_pixels, bool(adapter.processor_resize))
 
 
 def prepare_video(adapter: VideoLMAdapter, path: str, sampling: SamplingConfig, max_frames: int | None = None,
@@ -77,7 +78,9 @@ def prepare_video(adapter: VideoLMAdapter, path: str, sampling: SamplingConfig, 
     t = time.perf_counter()
     video = load_video(path, fps=sampling.fps, max_frames=max_frames, max_long_side=sampling.max_long_side,
                        size_factor=adapter.size_factor, backend=sampling.backend,
-                       resize=sampling.resize, num_threads=decode_threads, strict_frames=sampling.strict_frames)
+                       resize=sampling.resize, num_threads=decode_threads, strict_frames=sampling.strict_frames,
+                       frame_rule=sampling.frame_rule, min_pixels=sampling.min_pixels, max_pixels=sampling.max_pixels,
+                       processor_resize=adapter.processor_resize)
     inputs = adapter.prepare_video(video.frames, video.sampling_fps, video.timestamps)
     return PreparedVideo(key=key, inputs=inputs, num_frames=video.num_frames, frame_size=list(video.frames.shape[-2:]),
                          sampling_fps=video.sampling_fps, video_fps=video.video_fps,

@@ -13,6 +13,7 @@ the sample as failed and go on.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import stat
@@ -70,14 +71,24 @@ class SampledVideo:
         return int(self.frames.shape[0])
 
 
-def num_sample_frames(total_frames: int, video_fps: float, fps: float, max_frames: int) -> int:
-    """How many frames to sample: ``duration * fps`` rounded to an even number in [2, max_frames].
+FRAME_RULES = ("fps", "count")
+
+
+def num_sample_frames(total_frames: int, video_fps: float, fps: float, max_frames: int, rule: str = "fps") -> int:
+    """How many frames to sample. ``rule="fps"`` (the authors'): ``duration * fps`` rounded to an
+    even number in [2, max_frames]. ``rule="count"`` (lmms-eval's Qwen chat wrappers, their
+    ``max_num_frames``): ``max_frames`` whatever the duration, fewer only for a video with fewer
+    frames, floored to even.
 
     A video shorter than two frames still yields 2 (the single frame is repeated): Qwen's
     temporal patch needs pairs.
     """
     if max_frames < 2:
         raise ValueError(f"max_frames must be >= 2, got {max_frames}")
+    if rule not in FRAME_RULES:
+        raise ValueError(f"unknown frame rule {rule!r}; valid choices: {', '.join(FRAME_RULES)}")
+    if rule == "count":
+        return max(2, 2 * (min(max_frames, total_frames) // 2))
     duration = total_frames / video_fps
     n = 2 * round(duration * fps / 2)
     n = min(n, max_frames - max_frames % 2, total_frames - total_frames % 2)
@@ -104,6 +115,58 @@ def target_size(height: int, width: int, max_long_side: int = 448, factor: int =
         else:
             w -= factor
     return h, w
+
+
+# qwen-vl-utils' per-frame bounds of a video, in tokens of factor x factor pixels, and its sequence
+# length (MODEL_SEQ_LEN): what lmms-eval's Qwen wrappers size frames by (sampling.min_pixels / max_pixels)
+VIDEO_MIN_TOKENS, VIDEO_MAX_TOKENS, MODEL_SEQ_LEN = 128, 768, 128000
+
+
+def area_size(height: int, width: int, factor: int, num_frames: int, min_pixels: int | None,
+              max_pixels: int | None) -> tuple[int, int]:
+    """The frame size qwen-vl-utils' ``fetch_video`` gives a video of ``num_frames`` frames:
+    sides multiples of ``factor``, area in ``[min_pixels, max_pixels]`` with ``max_pixels``
+    capped per frame (``max(min(768 f^2, 0.9 * 128000 f^2 / n * 2), 1.05 min_pixels)``), sides
+    rounded (half to even), then floored to fit the cap or ceiled up to the floor; the aspect
+    ratio as close as that allows. Upscales small videos (``min_pixels``)."""
+    f = factor
+    min_px = VIDEO_MIN_TOKENS * f * f if min_pixels is None else min_pixels
+    cap = max(min(VIDEO_MAX_TOKENS * f * f, MODEL_SEQ_LEN * f * f * 0.9 / num_frames * 2), int(min_px * 1.05))
+    max_px = cap if max_pixels is None else min(max_pixels, cap)
+    if max_px < min_px:
+        raise ValueError(f"sampling.max_pixels={max_pixels} is below sampling.min_pixels={min_px}")
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.1f} is over 200 (a {height}x{width} video)")
+    h = max(f, round(height / f) * f)
+    w = max(f, round(width / f) * f)
+    if h * w > max_px:
+        beta = math.sqrt(height * width / max_px)
+        h, w = math.floor(height / beta / f) * f, math.floor(width / beta / f) * f
+        if h < f or w < f:
+            raise ValueError(f"sampling.max_pixels={max_px} leaves a side of a {height}x{width} video under {f} pixels")
+    elif h * w < min_px:
+        beta = math.sqrt(min_px / (height * width))
+        h, w = math.ceil(height * beta / f) * f, math.ceil(width * beta / f) * f
+    return h, w
+
+
+def processor_size(height: int, width: int, factor: int, min_pixels: int) -> tuple[int, int] | None:
+    """transformers' Qwen2-VL video processor's second resize, on frames already sized by
+    :func:`area_size` (sides multiples of ``factor``, area at most its ``max_pixels``): the size
+    it changes them to, or None when it leaves them (only a frame under ``min_pixels`` moves: up)."""
+    if height * width >= min_pixels:
+        return None
+    beta = math.sqrt(min_pixels / (height * width))
+    return math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+
+
+def resize_unclamped(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic, antialiased resize of float ``[T, 3, H, W]`` frames in fp32, values neither rounded
+    nor clamped (torchvision v2 ``resize`` on a float tensor: the video processor's second resize)."""
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    return torch.nn.functional.interpolate(frames.float(), size=size, mode="bicubic", align_corners=False,
+                                           antialias=True)
 
 
 RESIZE_KERNELS = ("uint8", "float32")
@@ -193,11 +256,11 @@ def _read_decord_header(path: str, num_threads: int = 0):
         raise VideoDecodeError(path, f"undecodable ({type(e).__name__}: {e})") from e
 
 
-def _read_decord(path: str, fps: float, max_frames: int, num_threads: int):
+def _read_decord(path: str, fps: float, max_frames: int, num_threads: int, frame_rule: str = "fps"):
     vr, total, video_fps = _read_decord_header(path, num_threads)
     if total < 1 or not video_fps > 0:
         raise VideoDecodeError(path, f"no decodable frames (frames={total}, fps={video_fps})")
-    n = num_sample_frames(total, video_fps, fps, max_frames)
+    n = num_sample_frames(total, video_fps, fps, max_frames, frame_rule)
     idx = sample_indices(total, n)
     try:
         frames = vr.get_batch(idx).asnumpy()
@@ -508,7 +571,7 @@ def decode_workers(num_threads: int) -> int:
 
 
 def _read_pyav(path: str, fps: float, max_frames: int, num_threads: int, skip_unused: bool = True,
-               workers: int | None = None, strict_frames: bool = False):
+               workers: int | None = None, strict_frames: bool = False, frame_rule: str = "fps"):
     """``workers``: parallel decoders over IDR segments (None: :func:`decode_workers`).
     Returns ``(frames, indices, frames sampled over, fps, frames the header declares)``; see
     :func:`load_video` for ``strict_frames``."""
@@ -521,7 +584,7 @@ def _read_pyav(path: str, fps: float, max_frames: int, num_threads: int, skip_un
             total = int(round(float(stream.duration * stream.time_base) * video_fps))
         if total <= 0 or not video_fps > 0:
             raise VideoDecodeError(path, f"no frame count or rate in the header (frames={total}, fps={video_fps})")
-        n = num_sample_frames(total, video_fps, fps, max_frames)
+        n = num_sample_frames(total, video_fps, fps, max_frames, frame_rule)
         idx = sample_indices(total, n)
         workers = decode_workers(num_threads) if workers is None else workers
         try:
@@ -535,7 +598,7 @@ def _read_pyav(path: str, fps: float, max_frames: int, num_threads: int, skip_un
     decodable = short.decoded if short.counted else count_decodable_frames(path, num_threads)
     if decodable < 1:
         raise short
-    n = num_sample_frames(decodable, video_fps, fps, max_frames)
+    n = num_sample_frames(decodable, video_fps, fps, max_frames, frame_rule)
     idx = sample_indices(decodable, n)
     container, stream = _open_pyav(path, num_threads)
     with container:
@@ -553,8 +616,18 @@ def load_video(
     num_threads: int = 0,
     resize: str = "uint8",
     strict_frames: bool = False,
+    frame_rule: str = "fps",
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    processor_resize: bool = False,
 ) -> SampledVideo:
     """Decode ``path``, sample frames by the rule above and resize them.
+
+    Size: the long side capped at ``max_long_side`` (never upscaled), sides multiples of
+    ``size_factor``; or, with ``min_pixels`` / ``max_pixels`` given, by pixel area as qwen-vl-utils
+    sizes a video (:func:`area_size`, ``max_long_side`` unused), and with ``processor_resize``
+    a frame left under ``min_pixels`` is resized once more as transformers' Qwen2-VL video
+    processor does (:func:`processor_size`; the frames are then float, unclamped).
 
     A file whose header declares more frames than its stream decodes (a cut-off file, common
     in the wild) is sampled uniformly over the frames that decode, and the result says so
@@ -572,18 +645,26 @@ def load_video(
         raise ValueError(f"fps must be > 0, got {fps}")
     _check_file(path)
     if backend == "decord":
-        frames_np, idx, total, video_fps = _read_decord(path, fps, max_frames, num_threads)
+        frames_np, idx, total, video_fps = _read_decord(path, fps, max_frames, num_threads, frame_rule)
         declared = total
     else:
         frames_np, idx, total, video_fps, declared = _read_pyav(path, fps, max_frames, num_threads,
-                                                                strict_frames=strict_frames)
+                                                                strict_frames=strict_frames, frame_rule=frame_rule)
     warnings = []
     if declared != total:
         warnings.append(f"{path}: the header declares {declared} frames but only {total} decode (a cut-off file?); "
                         f"sampled over the {total} that decode (sampling.strict_frames=true refuses such files)")
     frames = torch.from_numpy(frames_np).permute(0, 3, 1, 2)  # [T, 3, H, W]
     h, w = frames.shape[-2:]
-    frames = resize_frames(frames, target_size(h, w, max_long_side, size_factor), kernel=resize).contiguous()
+    if min_pixels is None and max_pixels is None:
+        size = target_size(h, w, max_long_side, size_factor)
+    else:
+        size = area_size(int(h), int(w), size_factor, len(idx), min_pixels, max_pixels)
+    frames = resize_frames(frames, size, kernel=resize).contiguous()
+    if processor_resize and min_pixels is not None:
+        again = processor_size(*size, size_factor, min_pixels)
+        if again is not None:
+            frames = resize_unclamped(frames, again).contiguous()
     return SampledVideo(
         path=path,
         frames=frames,

@@ -6,12 +6,13 @@ filled in, types, choices and ranges checked, naming the key); :func:`typed` giv
 config as the schema's dataclasses (``cfg.engine`` an ``EngineConfig``, ``cfg.sampling`` a
 ``SamplingConfig``), which is what the lmms-eval model and the engine take. The folder::
 
-    <results_root>/<model>__<method>[-<m>]__<dataset>__<max_context>__<max_frames>[__reforge][__unknown][__s<s>][__limit<N>]
+    <results_root>/<model>__<method>[-<m>]__<dataset>__<max_context>__<max_frames>[__reforge][__unknown][__<protocol>][__s<s>][__limit<N>]
 
 ``m``: 8 hex digits of sha1 over the method parameters that differ from the method's
 defaults (sorted JSON); ``s``: the same over the sampling / engine / model settings that
 differ from their schema defaults (:data:`SETTING_KEYS`); ``limit<N>``: a run on the first N
-samples only. Settings not in the name (model dtype and RoPE scaling) are checked against the
+samples only; ``<protocol>``: the protocol the config was set from, when not ``authors``
+(``lmms_eval``). Settings not in the name (model dtype and RoPE scaling) are checked against the
 folder's ``config.yaml``: a mismatch fails instead of mixing runs.
 """
 
@@ -32,7 +33,8 @@ SECTIONS = ("model", "method", "dataset", "sampling", "engine", "run")
 # adds the __s<hash> part
 SETTING_KEYS = ("sampling.fps", "sampling.max_long_side", "sampling.backend", "sampling.resize",
                 "sampling.strict_frames", "engine.chunk_frames", "engine.max_new_tokens", "engine.max_guide_tokens",
-                "engine.question_tokens", "model.system_prompt", "model.position_rule")
+                "engine.question_tokens", "model.system_prompt", "model.position_rule", "sampling.frame_rule",
+                "sampling.min_pixels", "sampling.max_pixels")
 
 
 def setting_defaults() -> dict:
@@ -150,6 +152,8 @@ def cell_name(cfg: DictConfig) -> str:
         parts.append("reforge")
     if cfg.engine.question_mode == "unknown":
         parts.append("unknown")
+    if cfg.protocol != DEFAULT_PROTOCOL:
+        parts.append(str(cfg.protocol))
     settings = changed_settings(cfg)
     if settings:
         parts.append(f"s{short_hash(settings)}")
@@ -163,6 +167,7 @@ def cell_dir(cfg: Mapping | DictConfig) -> str:
     return os.path.join(cfg.run.results_root, cell_name(cfg))
 
 
+DEFAULT_PROTOCOL = "authors"
 ANSWER_NEUTRAL = ("fast_paths", "vision_batch_steps", "offload_features")
 
 
@@ -188,6 +193,7 @@ def identity(cfg: DictConfig) -> dict:
         # offloading do not: tests/test_engine.py, tests/test_pipeline.py)
         "engine": {k: v for k, v in OmegaConf.to_container(cfg.engine).items() if k not in ANSWER_NEUTRAL},
         "limit": cfg.run.limit,
+        "protocol": cfg.protocol,
     }
 
 

@@ -22,7 +22,7 @@
 
 The cell directory (``docs/harness.md``)::
 
-    <results_root>/<model>__<method>[-<m>]__<dataset>__<max_context>__<max_frames>[__reforge][__unknown][__s<s>][__limit<N>]
+    <results_root>/<model>__<method>[-<m>]__<dataset>__<max_context>__<max_frames>[__reforge][__unknown][__<protocol>][__s<s>][__limit<N>]
 
 ``m``: 8 hex digits of sha1 over the method parameters that differ from the method's
 defaults (sorted JSON); ``s``: the same over the sampling / engine settings that differ from
@@ -438,7 +438,7 @@ def finalize(cfg: DictConfig, directory: str, task: str, spec, results: dict, nu
             "model": cfg.model.name, "method": cfg.method.name, "dataset": cfg.dataset.name,
             "max_context": cfg.engine.max_context, "max_frames": cfg.sampling.max_frames, "method_params": full,
             "reforge_positions": cfg.engine.reforge_positions, "rope_scaling_factor": cfg.model.rope_scaling_factor,
-            "fps": cfg.sampling.fps, "question_mode": cfg.engine.question_mode,
+            "fps": cfg.sampling.fps, "question_mode": cfg.engine.question_mode, "protocol": cfg.protocol,
             # what the folder name's __s<hash> part stands for, and its limit
             "settings": changed_settings(cfg), "limit": cfg.run.limit,
         },

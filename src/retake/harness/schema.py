@@ -139,6 +139,11 @@ class RetakeConfig:
     logger: LoggerSection = field(default_factory=LoggerSection)
     data_root: str = "data"
     experiment_name: str = "default"
+    # which evaluation protocol the sampling / model keys were set from (conf/protocol/): authors
+    # (the papers' and the authors' code) or lmms_eval (lmms-eval's own wrappers); a cell of its
+    # own (__<protocol>) when not authors. Set by the protocol config group, named in metrics.json,
+    # the tables and wandb (docs/harness.md, "Protocols")
+    protocol: str = "authors"
 
 
 SCHEMA_NAME = "retake_schema"

@@ -176,6 +176,8 @@ def settings_label(cell: dict, folder: Path) -> str:
         parts.append("reforge")
     if cell.get("question_mode") == "unknown":
         parts.append("question unknown")
+    if cell.get("protocol", "authors") != "authors":
+        parts.append(f"protocol={cell['protocol']}")
     if limit is not None:
         parts.append(f"limit={int(limit)}")
     return " ".join(parts)

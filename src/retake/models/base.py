@@ -116,6 +116,9 @@ class VideoLMAdapter(ABC):
     # rules differ read it (Qwen2-VL / Qwen2.5-VL: position_rule_differs)
     position_rule: str = "trained"
     position_rule_differs: bool = False
+    # frames sized by pixel area (sampling.min_pixels): whether the family's transformers video
+    # processor resizes them once more, as lmms-eval's wrapper lets it (Qwen2-VL / Qwen2.5-VL)
+    processor_resize: bool = False
 
     def set_position_rule(self, rule: str) -> None:
         """``trained`` or ``transformers``; the latter with a one-line warning where it changes ids."""

@@ -111,6 +111,7 @@ class QwenVLAdapter(TransformersVideoLM):
     """Adapter for Qwen2-VL and Qwen2.5-VL (same prompt, vision and position layout)."""
 
     position_rule_differs = True
+    processor_resize = True
 
     def __init__(self, model, tokenizer, preprocessing: QwenVisionPreprocessing, chat_template: str | None = None):
         self.model = model
@@ -137,6 +138,9 @@ class QwenVLAdapter(TransformersVideoLM):
     def temporal_interval(self, sampling_fps: float) -> float:
         if self.tokens_per_second is None:
             return 1.0
+        if self.position_rule == "transformers":  # as the processor and get_rope_index compute it: fp32
+            step = torch.tensor(self.pp.temporal_patch_size / sampling_fps, dtype=torch.float32)
+            return float(step * self.tokens_per_second)
         return self.tokens_per_second * self.pp.temporal_patch_size / sampling_fps
 
     def prepare_video(self, frames, sampling_fps, timestamps) -> VideoInputs:

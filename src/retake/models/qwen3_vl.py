@@ -119,6 +119,7 @@ class Qwen3VLAdapter(QwenVLAdapter):
     """
 
     position_rule_differs = False  # transformers 5.x computes the trained ids (timestamps carry time)
+    processor_resize = False  # lmms-eval's Qwen3 wrapper passes do_resize=False
 
     def __init__(self, model, tokenizer, preprocessing, chat_template=None, outer_vision_tokens: bool = False,
                  deepstack_device: str | None = "cpu"):
