@@ -62,6 +62,27 @@ METHODS: dict[str, type[Method]] = {
     StreamMem.name: StreamMem,
 }
 
+# Method families, the plots' panels (``retake.harness.plots``): where each method acts, as its
+# paper defines it. ``baseline`` (the uncompressed model and the sanity baselines) is drawn in
+# every panel; the ``streaming`` panel also holds every method's question-unknown runs.
+FAMILIES: dict[str, str] = {
+    "baseline": "baselines: uncompressed, fewer frames, random tokens",
+    "kv": "in-LLM KV cache compression",
+    "hidden": "hidden-state token pruning (here: per-chunk KV selection)",
+    "pre_llm": "pre-LLM token pruning / merging",
+    "two_pass": "query-aware two-pass selection",
+    "streaming": "question unknown: streaming under a memory cap",
+}
+FAMILY: dict[str, str] = {
+    "none": "baseline", "uniform": "baseline", "random": "baseline",
+    "adaretake": "kv", "retake": "kv", "snapkv": "kv", "pyramidkv": "kv", "h2o": "kv", "adakv": "kv", "knorm": "kv",
+    "vlcache": "kv", "lookm": "kv",
+    "fastv": "hidden", "pyramiddrop": "hidden", "fitprune": "hidden", "sparsevlm": "hidden",
+    "evs": "pre_llm", "vidcom2": "pre_llm", "fastvid": "pre_llm", "downsample": "pre_llm",
+    "flexselect": "two_pass", "adaptoken": "two_pass",
+    "infinipot_v": "streaming", "streammem": "streaming",
+}
+
 
 def get_method(name: str, **params) -> Method:
     """Build a method by name; unknown names and parameters fail with the valid choices."""
@@ -77,5 +98,5 @@ def get_method(name: str, **params) -> Method:
     return cls(**params)
 
 
-__all__ = ["METHODS", "ChunkSpan", "LayerKeep", "LayerView", "Method", "ScoringGroup", "VideoPlan", "budget_tokens",
-           "get_method", "topk_sorted"]
+__all__ = ["FAMILIES", "FAMILY", "METHODS", "ChunkSpan", "LayerKeep", "LayerView", "Method", "ScoringGroup", "VideoPlan",
+           "budget_tokens", "get_method", "topk_sorted"]
