@@ -12,6 +12,8 @@ TORCH_PIP_ARGS ?=
 BENCH_ARGS ?=
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 PYTEST_ARGS ?=
+# make parity: where its outputs and comparison tables go
+PARITY_OUT ?= parity_out
 OUT ?= demo_out
 # reproduction runs: DATA = folder holding the prepared benchmarks (docs/reproduce.md);
 # NPROC > 1 shards every cell's samples over that many processes (one GPU each);
@@ -62,6 +64,9 @@ test: setup ## run the test suite (fast tests; < 15 min on 2 CPU cores)
 test-slow: setup ## run the slow tests only
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m slow $(PYTEST_ARGS)
 
+parity: setup ## lmms-eval's own Qwen wrappers vs protocol=lmms_eval, sample by sample (builds .venv-parity, ~8.5 GB; not part of make test)
+	OUT=$(PARITY_OUT) bash scripts/parity_check.sh
+
 demo: setup ## offline end-to-end demo on tiny models and generated videos, prints a table
 	$(BIN)/python scripts/demo.py --out $(OUT)
 
@@ -106,4 +111,4 @@ clean: ## remove demo outputs and caches (keeps .venv)
 	rm -rf $(OUT) .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
 
-.PHONY: help setup test test-slow demo bench clean train-synthetic tables ablation compare-2026 reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4
+.PHONY: parity help setup test test-slow demo bench clean train-synthetic tables ablation compare-2026 reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4

@@ -439,7 +439,10 @@ def load_output(folder: Path) -> tuple[dict, dict]:
     return meta, recs
 
 
-def compare(a: Path, b: Path) -> int:
+def compare(a: Path, b: Path, require: str | None = None) -> int:
+    """Print the differences; ``require``: ``answers`` (every answer identical, and the inputs) or
+    ``inputs`` (frames, grid and token ids identical, the first step's argmax the same): exit 1
+    when not so (``make parity``)."""
     ma, ra = load_output(a)
     mb, rb = load_output(b)
     print(f"A: {a} ({ma.get('side')}, {ma.get('wrapper') or ma.get('overrides')}, dtype {ma.get('dtype')})")
@@ -447,11 +450,13 @@ def compare(a: Path, b: Path) -> int:
     head = ("uid", "answer A", "answer B", "same", "max|dlogit|", "top1", "frames", "grid", "ids", "pixels")
     rows = []
     same_answers = 0
+    failed = []
     common = [u for u in ra if u in rb]
     for uid in common:
         x, y = ra[uid], rb[uid]
         if x.get("error") or y.get("error"):
             rows.append((uid, x.get("error") or x.get("answer"), y.get("error") or y.get("answer"), "error", "", "", "", "", "", ""))
+            failed.append(uid)
             continue
         same = x["answer"] == y["answer"]
         same_answers += same
@@ -472,11 +477,19 @@ def compare(a: Path, b: Path) -> int:
             sa, sb = x["pixel_values_videos"], y["pixel_values_videos"]
             pix = "same" if sa["sha256_16"] == sb["sha256_16"] else f"{sa['shape']} vs {sb['shape']}"
         rows.append((uid, repr(x["answer"]), repr(y["answer"]), "yes" if same else "NO", dlogit, top1, frames, grid, ids, pix))
+        inputs_same = frames == grid == ids == "same" and top1 == "same"
+        if (require == "answers" and not (same and inputs_same)) or (require == "inputs" and not inputs_same):
+            failed.append(uid)
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
     only = sorted(set(ra) ^ set(rb))
     print(f"{same_answers}/{len(common)} answers identical" + (f"; in one output only: {only}" if only else ""))
+    if require and (failed or only or not common):
+        print(f"PARITY FAILED ({require}): {', '.join(failed + only) or 'no common samples'}")
+        return 1
+    if require:
+        print(f"parity holds ({require}): {len(common)} samples")
     return 0
 
 
@@ -491,6 +504,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ours", action="store_true", help="run our engine (Hydra overrides after --) instead of lmms-eval")
     ap.add_argument("--compare", nargs=2, metavar=("A", "B"), help="print the differences between two output folders")
+    ap.add_argument("--require", choices=("answers", "inputs"), default=None,
+                    help="--compare: exit 1 unless every answer (answers) or the inputs and first argmax (inputs) agree")
     ap.add_argument("--out", help="output folder (records.jsonl, meta.json, tensors/)")
     ap.add_argument("--checkpoint", default=None, help=f"checkpoint folder (default {DEFAULT_CHECKPOINT.relative_to(ROOT)}; "
                     "--ours: the composed config's model.pretrained unless given)")
@@ -510,7 +525,7 @@ def main(argv=None) -> int:
     ap.add_argument("overrides", nargs="*", help="--ours: Hydra overrides, e.g. protocol=lmms_eval method=none")
     args = ap.parse_args(argv)
     if args.compare:
-        return compare(Path(args.compare[0]), Path(args.compare[1]))
+        return compare(Path(args.compare[0]), Path(args.compare[1]), args.require)
     if not args.out:
         ap.error("--out is required")
     if args.threads:

@@ -305,7 +305,7 @@ def test_end_to_end_every_benchmark_format(runs, bench, fmt):
     assert stored["lmms_eval"]["agrees"] and stored["lmms_eval"]["task"] == f"retake_{fmt}"
     assert stored["cell"] == {"model": "tiny_qwen2_vl", "method": "adaretake", "dataset": fmt, "max_context": 1024,
                               "max_frames": 8, "reforge_positions": False, "rope_scaling_factor": None, "fps": 2.0, "question_mode": "aware",
-                              "method_params": {"temporal_allocation": True, "layer_allocation": "adaptive",
+                              "protocol": "authors", "method_params": {"temporal_allocation": True, "layer_allocation": "adaptive",
                                                 "r_min": 0.001, "w_min": 1.0},
                               "settings": {"engine.chunk_frames": 4, "engine.max_new_tokens": 3,
                                            "sampling.backend": "decord", "sampling.max_long_side": 56},

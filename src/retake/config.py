@@ -149,6 +149,16 @@ class PositionRule(Choice):
     transformers = "transformers"
 
 
+class PromptLayout(Choice):
+    """Whose processor lays out the video in the prompt: ``qwen`` (Qwen's own processor,
+    transformers 4.x) or ``transformers`` (transformers >= 5.10's, what lmms-eval's wrappers use
+    on transformers 5). Only Qwen3-VL / Qwen3.5 differ: transformers keeps the template's
+    ``<|vision_start|>`` / ``<|vision_end|>`` around the per-step expansion."""
+
+    qwen = "qwen"
+    transformers = "transformers"
+
+
 class Dtype(Choice):
     auto = "auto"
     float32 = "float32"
@@ -172,10 +182,12 @@ class ModelConfig:
     # the chat's system message; null: the chat template's own (Qwen: "You are a helpful assistant.")
     system_prompt: str | None = None
     position_rule: PositionRule = PositionRule.trained  # text positions after a video (PositionRule)
+    prompt_layout: PromptLayout = PromptLayout.qwen  # the video's tokens in the prompt (PromptLayout)
 
     def __post_init__(self):
         _choice(self, "dtype", Dtype, "model")
         _choice(self, "position_rule", PositionRule, "model")
+        _choice(self, "prompt_layout", PromptLayout, "model")
         _check(self.rope_scaling_factor is None or self.rope_scaling_factor >= 1, "model.rope_scaling_factor",
                f"must be >= 1 or null, got {self.rope_scaling_factor}")
 

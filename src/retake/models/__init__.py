@@ -170,6 +170,7 @@ def load_adapter(
     attn_implementation: str = "sdpa",
     rope_scaling_factor: float | None = None,
     position_rule: str = "trained",
+    prompt_layout: str = "qwen",
 ) -> VideoLMAdapter:
     """Load a supported video LLM and wrap it in its adapter.
 
@@ -179,7 +180,8 @@ def load_adapter(
     authors run Qwen2/2.5-VL with 4 so that long videos stay in range), keeping the M-RoPE
     sections; None keeps the checkpoint's RoPE.
     position_rule: where Qwen2-VL / Qwen2.5-VL put the text after a video, ``trained`` or
-    ``transformers`` (``retake.config.PositionRule``).
+    ``transformers`` (``retake.config.PositionRule``); prompt_layout: whose processor lays out
+    the video's tokens, ``qwen`` or ``transformers`` (``retake.config.PromptLayout``).
     """
     from transformers import AutoTokenizer
 
@@ -212,6 +214,7 @@ def load_adapter(
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     adapter = adapter_cls.from_loaded(model, tokenizer, name_or_path)
     adapter.set_position_rule(position_rule)
+    adapter.set_prompt_layout(prompt_layout)
     return adapter
 
 

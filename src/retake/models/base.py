@@ -115,6 +115,7 @@ class VideoLMAdapter(ABC):
     # where the text after a video is placed (retake.config.PositionRule); only families whose
     # rules differ read it (Qwen2-VL / Qwen2.5-VL: position_rule_differs)
     position_rule: str = "trained"
+    prompt_layout: str = "qwen"
     position_rule_differs: bool = False
     # frames sized by pixel area (sampling.min_pixels): whether the family's transformers video
     # processor resizes them once more, as lmms-eval's wrapper lets it (Qwen2-VL / Qwen2.5-VL)
@@ -132,6 +133,14 @@ class VideoLMAdapter(ABC):
             log.warning("model.position_rule=transformers: the text after the video is placed as transformers 5.x's "
                         "get_rope_index places it (transformers issue 45381), not by the rule the model was trained "
                         "with; use it to match numbers computed that way (lmms-eval's wrappers on transformers 5)")
+
+    def set_prompt_layout(self, layout: str) -> None:
+        """``qwen`` or ``transformers`` (``retake.config.PromptLayout``); families where the two
+        processors lay out a video alike ignore it."""
+        layout = str(getattr(layout, "value", layout))
+        if layout not in ("qwen", "transformers"):
+            raise ValueError(f"model.prompt_layout: {layout!r} is not a valid choice; valid: qwen, transformers")
+        self.prompt_layout = layout
 
     # -- inputs -------------------------------------------------------------------------
     @property

@@ -5,7 +5,8 @@ Video prompt, as Qwen's processor writes it: every grid step (2 frames) is
 ``t`` the mean time of the step's first and last frame (``Qwen3VLProcessor._calculate_timestamps``).
 This expansion replaces the chat template's ``<|vision_start|><|video_pad|><|vision_end|>``
 (Qwen's own processor, transformers 4.57); transformers >= 5.10 replaces only the
-``<|video_pad|>`` and keeps that outer pair around the steps: ``outer_vision_tokens=True``.
+``<|video_pad|>`` and keeps that outer pair around the steps: ``outer_vision_tokens=True``
+(``model.prompt_layout=transformers``).
 The engine's video span is the whole expansion: step s starts at its timestamp
 (``step_token_offsets``), ``visual_mask`` marks the grid tokens, and ``encode_video`` returns
 the timestamp / start / end tokens' text embeddings in place. Methods may drop those text
@@ -129,6 +130,10 @@ class Qwen3VLAdapter(QwenVLAdapter):
         self.vision_end_id = cfg.vision_end_token_id
         self.outer_vision_tokens = outer_vision_tokens
         self.deepstack_device = deepstack_device
+
+    def set_prompt_layout(self, layout: str) -> None:
+        super().set_prompt_layout(layout)
+        self.outer_vision_tokens = self.prompt_layout == "transformers"
 
     @classmethod
     def from_loaded(cls, model, tokenizer, name_or_path):
