@@ -64,7 +64,7 @@ test: setup ## run the test suite (fast tests; < 15 min on 2 CPU cores)
 test-slow: setup ## run the slow tests only
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m slow $(PYTEST_ARGS)
 
-parity: setup ## lmms-eval's own Qwen wrappers vs protocol=lmms_eval, sample by sample (builds .venv-parity, ~8.5 GB; not part of make test)
+parity: ## lmms-eval's own Qwen wrappers vs protocol=lmms_eval, sample by sample (builds .venv-parity, ~8.5 GB; not part of make test)
 	OUT=$(PARITY_OUT) bash scripts/parity_check.sh
 
 demo: setup ## offline end-to-end demo on tiny models and generated videos, prints a table
