@@ -226,3 +226,14 @@ def test_every_setting_is_declared_once_and_settable_everywhere():
     again = parse_model_args(dict(p.split("=", 1) for p in model_args_string(args).split(",")))
     assert again == args and again.engine.fast_paths is False
     assert isinstance(argparse.ArgumentParser, type)
+
+def test_the_moved_run_keys_still_work(caplog):
+    """run.question_mode / run.offload_features are engine settings now; the old keys compose,
+    land in the engine section with a warning, and name the same cell."""
+    from retake.harness.cells import cell_name, resolve_config, typed
+
+    old = compose("config", overrides=["run.question_mode=unknown", "run.offload_features=true"])
+    new = compose("config", overrides=["engine.question_mode=unknown", "engine.offload_features=true"])
+    assert cell_name(resolve_config(old)) == cell_name(resolve_config(new))
+    t = typed(old)
+    assert t.engine.question_mode == "unknown" and t.engine.offload_features is True

@@ -264,9 +264,9 @@ def test_reusing_the_compressed_cache_changes_no_answer(tmp_path):
                "method": {"name": method, "params": {}},
                "dataset": {"name": "synthetic", "data_root": data["synthetic"]},
                "sampling": {"fps": 2.0, "max_frames": 8, "max_long_side": 56, "backend": "decord"},
-               "engine": {"max_context": 200, "chunk_frames": 4, "max_new_tokens": 3, "question_tokens": 64},
-               "run": {"results_root": str(tmp_path / f"runs{int(reuse)}"), "question_mode": "unknown",
-                       "reuse_cache": reuse}}
+               "engine": {"max_context": 200, "chunk_frames": 4, "max_new_tokens": 3, "question_tokens": 64,
+                          "question_mode": "unknown"},
+               "run": {"results_root": str(tmp_path / f"runs{int(reuse)}"), "reuse_cache": reuse}}
         m = run_cell(cfg)
         name = cell_name(resolve_config(cfg))
         assert name.endswith("__unknown__s" + name.rsplit("__s", 1)[1]) and m["cell"]["question_mode"] == "unknown"

@@ -87,10 +87,11 @@ def suite_throughput(args) -> dict:
                        "method": {"name": args.throughput_method, "params": {}},
                        "dataset": {"name": "needle", "data_root": data},
                        "sampling": {"fps": 2.0, "backend": "pyav", **sampling},
-                       "engine": {"max_new_tokens": 4, "max_guide_tokens": None, "reforge_positions": False, **engine},
+                       "engine": {"max_new_tokens": 4, "max_guide_tokens": None, "reforge_positions": False,
+                                  "question_mode": mode, **engine},
                        "run": {"results_root": os.path.join(work, f"runs_{workload}_{reuse}{prefetch}{mode}{reuse_cache:d}"),
                                "limit": None, "overwrite": True, "reuse_videos": reuse, "prefetch": prefetch,
-                               "question_mode": mode, "reuse_cache": reuse_cache}}
+                               "reuse_cache": reuse_cache}}
                 if name == "warm-up":
                     cfg["run"]["limit"] = 2
                 if mode == "unknown":  # the budget the same as with the question known
@@ -126,7 +127,7 @@ def table_throughput(r: dict) -> str:
              f"bench model, {duration(r['video_seconds'])} 360p H.264 videos sampled to {r['long_frames']} frames at "
              f"224 px, max_context 2048. Seconds are summed over the samples (input = decode + preprocessing in the "
              f"foreground or the prefetch thread). Question unknown: the video compressed without the "
-             f"question (run.question_mode=unknown), once per question or once per video (run.reuse_cache).", "",
+             f"question (engine.question_mode=unknown), once per question or once per video (run.reuse_cache).", "",
              "| workload | setting | samples/h | vs off | evaluate s | input s | vision s | prefill s | waited on input | caches reused |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for x in r["rows"]:
