@@ -5,27 +5,8 @@ work: the same names and the same command line. New code uses ``retake.needle``.
 
 from __future__ import annotations
 
-from retake.needle import (
-    COLOURS,
-    NEEDLE_SAMPLES,
-    OPTIONS,
-    QUESTION_TYPES,
-    QUESTIONS,
-    NeedleConfig,
-    NeedleSample,
-    load_needle,
-    main,
-    make_sample,
-    max_context_for,
-    question_tokens_for,
-    write_benchmark,
-    write_video,
-)
-
-__all__ = [
-    "COLOURS", "NEEDLE_SAMPLES", "OPTIONS", "QUESTIONS", "QUESTION_TYPES", "NeedleConfig", "NeedleSample",
-    "load_needle", "main", "make_sample", "max_context_for", "question_tokens_for", "write_benchmark", "write_video",
-]
+from retake.needle import *  # noqa: F401,F403 - every public name of retake.needle
+from retake.needle import __all__, main  # noqa: F401
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -31,23 +31,20 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, OmegaConf
 
-from ..config import Backend, Dtype, EngineConfig, ModelConfig, QuestionMode, Resize, SamplingConfig  # noqa: F401
+from ..config import (  # noqa: F401 - Backend, Dtype, Resize: the schema's choices, importable here
+    Backend, Choice, Dtype, EngineConfig, ModelConfig, QuestionMode, Resize, SamplingConfig, _check,
+)
 from .tasks import MAX_NEW_TOKENS
 
 
-class Logger(Enum):
+class Logger(Choice):
     none = "none"
     wandb = "wandb"
 
 
-class OnBusy(Enum):
+class OnBusy(Choice):
     wait = "wait"
     exit = "exit"
-
-
-def _check(cond: bool, key: str, message: str) -> None:
-    if not cond:
-        raise ValueError(f"{key}: {message}")
 
 
 @dataclass
