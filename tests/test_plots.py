@@ -141,10 +141,11 @@ def test_budget_plot_has_labelled_ticks_even_inside_one_octave(runs):
 def test_every_family_its_panel_and_question_unknown_runs_in_the_last(tmp_path):
     """Five families, five panels in the registry's family order, the shared lines named once in
     the spare sixth cell; question-unknown runs of any method join the streaming methods' panel;
-    a method the registry does not know gets an "other" panel."""
+    a series hidden under another is named as such; a method the registry does not know gets an
+    "other" panel."""
     root = tmp_path / "runs"
     write(root, "none", 100000, 97.9, 1.0)
-    for m in ("uniform", "random", "snapkv", "fastv", "evs", "flexselect", "infinipot_v"):
+    for m in ("uniform", "random", "snapkv", "fastv", "evs", "flexselect", "adaptoken", "infinipot_v"):
         for context, keep in ((270, 0.05), (341, 0.25)):
             write(root, m, context, 40 + 100 * keep, keep)
     for context, keep in ((270, 0.05), (341, 0.25)):
@@ -154,6 +155,8 @@ def test_every_family_its_panel_and_question_unknown_runs_in_the_last(tmp_path):
     assert list(by_title) == [family_title(f) for f in ("kv", "hidden", "pre_llm", "two_pass", "streaming")]
     assert legend_texts(by_title[family_title("kv")].get_legend()) == ["snapkv"]
     assert legend_texts(by_title[family_title("streaming")].get_legend()) == ["infinipot_v", "snapkv question unknown"]
+    # a series drawn exactly over an earlier one of its panel says so
+    assert legend_texts(by_title[family_title("two_pass")].get_legend()) == ["adaptoken", "flexselect (= adaptoken)"]
     for ax in by_title.values():
         assert {"random", "uniform"} <= {c.get_label() for c in ax.containers}
     assert shared_legend(fig) == ["random", "uniform", "none (uncompressed)", "chance"]
@@ -261,7 +264,8 @@ def test_pareto_figure_at_one_budget(tmp_path):
         assert sorted(names) == sorted([*out[title.split(" (")[0]]["points"], "none"])
         boxes = [Text.get_window_extent(t, renderer) for t in texts]
         assert not any(overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), title
-        assert not any(overlap(ax.get_legend().get_window_extent(renderer), b) for b in boxes)
+        legend = fig.legends[0].get_window_extent(renderer)  # (one, below the panels: over no point)
+        assert legend.y1 < ax.get_window_extent(renderer).y0 and not any(overlap(legend, b) for b in boxes)
         assert all(ax.get_window_extent(renderer).contains(b.x0, b.y0) for b in boxes)
         bold = {t.get_text() for t in texts if t.get_fontweight() == "bold"}
         assert bold == set(out[title.split(" (")[0]]["front"])

@@ -273,8 +273,11 @@ def accuracy_figure(runs: pd.DataFrame, axis: str):
                                      linewidth=1.2, markersize=5, label=labels[key])
             drawn[labels[key]] = list(zip(x.tolist(), y.tolist()))
             if where[key] is None:
-                shared.setdefault(labels[key], handle)  # (named once, above the panels)
+                shared.setdefault(labels[key], handle)  # (named once, beside the panels)
             else:
+                same = [labels[o] for o, _ in mine[:k] if where[o] is not None and drawn[labels[o]] == drawn[labels[key]]]
+                if same:  # the same points as an earlier series of the family (one hides the other): say so
+                    handle.set_label(f"{labels[key]} (= {same[0]})")
                 handles.append(handle)
         if best is not None:
             shared.setdefault("ref", ax.axhline(float(best["score"]), color="black", linewidth=1.2,
@@ -468,7 +471,6 @@ def pareto_figure(runs: pd.DataFrame, axis: str = "prefill", budget: int | None 
         ax.tick_params(labelbottom=True, labelleft=True, labelsize=8)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(f"{runs.iloc[0]['primary']} (%)", fontsize=8)
-        ax.legend(fontsize=7, loc="best", framealpha=0.9)
         out[title] = {"points": {labels[k]: points[i] for i, k in enumerate(mine)},
                       "front": [labels[mine[i]] for i in front], "items": items}
     log = min(xs) > 0 and max(xs) / min(xs) > 10
@@ -481,6 +483,8 @@ def pareto_figure(runs: pd.DataFrame, axis: str = "prefill", budget: int | None 
         else:
             ax.set_xlim(lo - pad, hi + pad)
         ax.set_ylim(min(-2, ax.get_ylim()[0]), max(104, ax.get_ylim()[1]))
+    handles, names = panels[0].get_legend_handles_labels()  # (the same in every panel: below them, over no point)
+    fig.legend(handles, names, loc="outside lower center", ncol=len(names), fontsize=8, frameon=False)
     first = runs.iloc[0]
     fig.suptitle(f"{first['model']} / {first['dataset']}: {first['primary']} vs cost at one budget, max_context = "
                  f"{budget} (one point per method; bold: on the Pareto front)", fontsize=10)
