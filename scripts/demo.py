@@ -12,17 +12,24 @@ Part 2, compression quality on the needle benchmark (``retake.synthetic``, held-
 the trained model (``checkpoints/needle_qwen2_5_vl``, ``make train-synthetic``) uncompressed
 at full frames, then every method at keep ratios of about 0.05, 0.1 and 0.25 of the video
 tokens, the ``uniform`` frames baseline at the same budgets included, and every method once
-more at r = 0.1 with the question withheld while the video is compressed (``run.question_mode
-=unknown``, the same budget: ``engine.question_tokens`` is the question's own length); a table
-and a plot of accuracy vs budget; then the methods that keep a token set per KV head (as their
-references) against the same methods keeping one set per layer (``head_selection=shared``).
+more at r = 0.1 with the question withheld while the video is compressed (``engine.question_mode
+=unknown``, the same budget: ``engine.question_tokens`` is the question's own length); a table,
+plots of accuracy against keep ratio, budget, KV held and prefill time with one panel per method
+family, and a Pareto plot of accuracy against prefill time at r = 0.1 (question given and
+question unknown side by side; ``retake.harness.plots``); then the methods that keep a token set
+per KV head (as their references) against the same methods keeping one set per layer
+(``head_selection=shared``).
 
 Part 3, streaming: the question-unknown methods at one fixed memory cap (the r = 0.1 budget of
 the whole video) on the needle videos sampled to 16, 32 and 64 frames, against no compression:
 accuracy and the cache's peak size, which stays flat as the video grows.
 
 Every number is read back from the cells' ``metrics.json`` files (the files ``make tables``
-reads); rerunning skips finished cells. Usage:
+reads); rerunning skips finished cells. The terminal shows one progress bar per part (the cell
+running as its postfix) and the part's table; everything a cell prints itself (lmms-eval's,
+transformers' and datasets' progress bars, logging, warnings) goes to its own log,
+``<out>/logs/<part>/<cell>.log`` (the data and budget preparation's to ``<out>/logs/setup.log``),
+and a cell that fails names its log. Usage:
 
     python scripts/demo.py --out demo_out [--methods none,uniform,adaretake,retake,fastv]
 """
@@ -30,9 +37,12 @@ reads); rerunning skips finished cells. Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 import time
+import traceback
 import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,17 +87,165 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
         print(fmt(r))
 
 
-def run_cells(cells: list[list[str]], desc: str) -> float:
-    """Compose and run each cell (a list of Hydra overrides); returns the seconds taken."""
+class _Switch:
+    """A stream that writes to whichever stream it points at now: installed as sys.stdout /
+    sys.stderr while a cell runs, pointed back at the terminal after it, so that a library that
+    kept it (a logging handler, loguru's sink, a tqdm bar) never writes to a closed file."""
+
+    def __init__(self, home):
+        self.home = self.target = home
+
+    def write(self, text):
+        return self.target.write(text)
+
+    def flush(self):
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return self.target.isatty()
+
+    def __getattr__(self, name):  # encoding, errors, buffer, fileno, ...
+        return getattr(self.target, name)
+
+
+_SWITCHES: dict[str, _Switch] = {}  # "stdout" / "stderr": one each, reused by every cell
+
+
+def _switch(name: str) -> _Switch:
+    current = getattr(sys, name)
+    if isinstance(current, _Switch):
+        return current
+    switch = _SWITCHES.get(name)
+    if switch is None or switch.home is not current:
+        switch = _SWITCHES[name] = _Switch(current)
+    return switch
+
+
+def _handlers() -> list[logging.Handler]:
+    """Every handler of the root logger and of every named logger."""
+    loggers = [logging.getLogger(), *(x for x in logging.Logger.manager.loggerDict.values() if isinstance(x, logging.Logger))]
+    return [h for lg in loggers for h in lg.handlers]
+
+
+@contextlib.contextmanager
+def output_to(path: str):
+    """Everything printed while the block runs goes to ``path`` (appended): file descriptors 1
+    and 2 (C libraries, subprocesses), Python's sys.stdout / sys.stderr (prints, warnings, tqdm
+    bars) and the logging handlers that wrote to them. All of it restored afterwards, whatever
+    the block raised (an error, Ctrl-C)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")
+    saved_fds = []
+    try:
+        log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):
+                saved_fds.append((fd, os.dup(fd)))
+                os.dup2(log.fileno(), fd)
+        before = {name: getattr(sys, name) for name in ("stdout", "stderr")}
+        switches = {name: _switch(name) for name in before}
+        targets = {name: s.target for name, s in switches.items()}  # (another output_to's log when nested)
+        terminals = (*(s.home for s in switches.values()), sys.__stdout__, sys.__stderr__)
+        moved = []  # (handler, its stream before)
+        for handler in _handlers():
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                if handler.stream in terminals:
+                    with contextlib.suppress(AttributeError):  # (logging's last resort: sys.stderr when it writes)
+                        moved.append((handler, handler.setStream(log)))
+        for name, switch in switches.items():
+            switch.target = log
+            setattr(sys, name, switch)
+        try:
+            yield
+        finally:
+            for name, switch in switches.items():
+                with contextlib.suppress(Exception):
+                    switch.flush()
+                switch.target = targets[name]
+                setattr(sys, name, before[name])
+            for handler, stream in moved:
+                with contextlib.suppress(Exception):
+                    handler.setStream(stream)
+    finally:
+        with contextlib.suppress(Exception):
+            log.flush()
+        for fd, saved in reversed(saved_fds):
+            os.dup2(saved, fd)
+            os.close(saved)
+        log.close()
+
+
+def terminal():
+    """A stream on the terminal that no cell's redirection reaches (fd 2 duplicated): the
+    demo's own progress bars."""
+    global _TERMINAL
+    if _TERMINAL is None:
+        try:
+            _TERMINAL = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+        except (AttributeError, OSError, ValueError):  # no file descriptor (a notebook): as it is
+            _TERMINAL = sys.stderr
+    return _TERMINAL
+
+
+_TERMINAL = None
+
+
+def cell_labels(cells: list[list[str]]) -> list[str]:
+    """What tells each cell (its Hydra overrides) from the others of its part: the method, then
+    whichever of dataset, budget, frames, question mode and head selection differ in the part."""
+    def parts(overrides):
+        o = dict(x.split("=", 1) for x in overrides)
+        return [o.get("dataset"), f"C={o['engine.max_context']}" if "engine.max_context" in o else None,
+                f"{o['model.max_frames']} frames" if "model.max_frames" in o else None,
+                "question unknown" if "unknown" in (o.get("engine.question_mode"), o.get("run.question_mode")) else None,
+                "shared" if o.get("method.params.head_selection") == "shared" else None], o.get("method", "?")
+
+    described = [parts(c) for c in cells]
+    varying = [i for i in range(5) if len({p[i] for p, _ in described}) > 1]
+    return [" ".join([method, *(p[i] for i in varying if p[i])]) for p, method in described]
+
+
+def run_cells(cells: list[list[str]], part: str, out: str) -> float:
+    """Compose and run each cell (a list of Hydra overrides) under one progress bar; each cell's
+    output goes to ``<out>/logs/<part>/<cell label>.log`` (:func:`output_to`). A cell that fails or
+    is interrupted ends the demo (exit status 1, or 130 for Ctrl-C) with one line naming it and
+    its log, which holds the traceback. Returns the seconds taken."""
     from tqdm import tqdm
 
     from retake.harness.runner import run_cell
 
+    print(flush=True)
     start = time.perf_counter()
-    bar = tqdm(cells, desc=desc, unit="cell", file=sys.stderr)
-    for overrides in bar:
-        bar.set_postfix_str(" ".join(o.split("=", 1)[1] for o in overrides[:2]))
-        run_cell(compose(overrides))
+    logs = os.path.join(out, "logs", part.replace(" ", ""))
+    bar = tqdm(total=len(cells), desc=part, unit="cell", file=terminal())
+    try:
+        for overrides, label in zip(cells, cell_labels(cells)):
+            bar.set_postfix_str(label)
+            path = os.path.join(logs, label.replace(" ", "_") + ".log")
+            try:
+                with output_to(path):
+                    try:
+                        result = run_cell(compose(overrides))
+                    except BaseException:
+                        traceback.print_exc()  # (into the cell's log)
+                        raise
+            except BaseException as e:
+                bar.close()
+                kind = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+                first = (str(e).strip().splitlines() or [""])[0]
+                print(f"\n{part}: cell {label} {kind}: {type(e).__name__}{': ' + first if first else ''}\n"
+                      f"its output and the traceback: {path}", file=terminal())
+                raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 1) from None
+            failed = (result or {}).get("metrics", {}).get("num_failed") or 0
+            if failed:
+                bar.write(f"{part}: cell {label}: {failed} failed samples; its output: {path}", file=terminal())
+            bar.update(1)
+        bar.set_postfix_str("done")
+    finally:
+        bar.close()
     return time.perf_counter() - start
 
 
@@ -123,19 +281,25 @@ def main() -> int:
         print(f"no checkpoint in {args.model}: train one with `make train-synthetic`", file=sys.stderr)
         return 2
     out = os.path.abspath(args.out)
+    setup_log = os.path.join(out, "logs", "setup.log")
+    terminal()  # (the terminal's stream, before any redirection)
+    print(f"retake demo under {out}: one progress bar per part, then its table; each cell's own output (lmms-eval, "
+          f"transformers, datasets: progress bars, logs, warnings) goes to {os.path.join(out, 'logs', '<part>', '<cell>.log')}, "
+          f"the data and budget preparation's to {setup_log}", flush=True)
     model = ["model=needle_qwen2_5_vl", f"model.pretrained={os.path.abspath(args.model)}", "model.device=cpu"]
 
     # -- part 1: the four benchmark layouts ---------------------------------------------------
     data_dir = os.path.join(out, "data")
     if not os.path.isdir(data_dir):
-        write_synthetic_benchmark(data_dir, formats=tuple(datasets), num_videos=args.videos, questions_per_video=2,
-                                  frames=args.frames, fps=2, size=(168, 224), seed=0)
+        with output_to(setup_log):
+            write_synthetic_benchmark(data_dir, formats=tuple(datasets), num_videos=args.videos, questions_per_video=2,
+                                      frames=args.frames, fps=2, size=(168, 224), seed=0)
     runs_root = os.path.join(out, "runs")
     cells = [[f"method={m}", f"dataset={d}", *model, f"model.max_frames={args.frames}", f"data_root={data_dir}",
               "sampling.max_long_side=224", f"engine.max_context={args.max_context}", "engine.chunk_frames=8",
               "engine.max_new_tokens=4", f"run.results_root={runs_root}", "experiment_name=demo"]
              for d in datasets for m in methods]
-    elapsed = run_cells(cells, "part 1 cells")
+    elapsed = run_cells(cells, "part 1", out)
     runs = collect(runs_root)
     runs = runs[runs["max_context"] == args.max_context]
     print(f"\nretake demo, part 1: the harness on the four benchmarks' layouts ({args.frames} frames per video, "
@@ -160,20 +324,21 @@ def main() -> int:
     from retake.synthetic import write_benchmark
 
     needle_root = os.path.join(out, "needle_data")
-    if not os.path.isdir(needle_root):
-        write_benchmark(os.path.join(needle_root, "needle"), args.needle_samples, seed=1)
-    budgets, question_tokens = needle_budgets(args.model, os.path.join(needle_root, "needle"))
+    with output_to(setup_log):
+        if not os.path.isdir(needle_root):
+            write_benchmark(os.path.join(needle_root, "needle"), args.needle_samples, seed=1)
+        budgets, question_tokens = needle_budgets(args.model, os.path.join(needle_root, "needle"))
     needle_runs = os.path.join(out, "needle_runs")
     common = [*model, f"data_root={needle_root}", "dataset=needle", "engine.chunk_frames=16",
               "engine.max_new_tokens=4", f"run.results_root={needle_runs}", "experiment_name=demo_needle"]
-    unknown = ["run.question_mode=unknown", f"engine.question_tokens={question_tokens}"]
+    unknown = ["engine.question_mode=unknown", f"engine.question_tokens={question_tokens}"]
     cells = [["method=none", "engine.max_context=100000", *common]]
     cells += [[f"method={m}", f"engine.max_context={c}", *common] for c in budgets.values() for m in needle_methods]
     cells += [[f"method={m}", f"engine.max_context={budgets[UNKNOWN_RATIO]}", *common, *unknown] for m in needle_methods]
     heads = [m for m in needle_methods if m in HEAD_METHODS]
     cells += [[f"method={m}", "method.params.head_selection=shared", f"engine.max_context={c}", *common]
               for c in budgets.values() for m in heads]
-    elapsed = run_cells(cells, "part 2 cells")
+    elapsed = run_cells(cells, "part 2", out)
     runs = collect(needle_runs)
     selection = runs["method_params/head_selection"] if "method_params/head_selection" in runs else None
     shared = runs[selection == "shared"] if selection is not None else runs.iloc[0:0]
@@ -209,8 +374,13 @@ def main() -> int:
             rows.append([m, *[x for c in budgets.values() for x in
                               (f"{per[c]:.1f}" if c in per.index else "-", f"{one[c]:.1f}" if c in one.index else "-")]])
         print_table(["method", *[x for r in budgets for x in (f"r={r} per head", "shared")]], rows)
-    plots = plot_accuracy(known, os.path.join(out, "plots"), log=lambda _: None)  # (none: the reference line)
-    print(f"\n{len(cells)} cells in {elapsed:.0f} s under {needle_runs}; plot: {', '.join(map(str, plots))}")
+    # one panel per method family against each axis (none: the reference line); the Pareto plot at the
+    # r = 0.1 budget, question given and question unknown side by side
+    plot_dir = os.path.join(out, "plots")
+    plots = plot_accuracy(known, plot_dir, log=lambda _: None, pareto=())
+    plots += plot_accuracy(runs, plot_dir, log=lambda _: None, axes=(), pareto_at=budgets[UNKNOWN_RATIO])
+    print(f"\n{len(cells)} cells in {elapsed:.0f} s under {needle_runs}; plots in {plot_dir}: "
+          f"{', '.join(p.name for p in plots)}")
     print(f"tables from any runs folder: python scripts/make_tables.py --runs {needle_runs} --paper results/paper --out {out}/tables")
     hybrid_part(args, out)
     if not streaming:
@@ -223,7 +393,7 @@ def main() -> int:
     common = [*model, f"data_root={needle_root}", "dataset=needle", "engine.chunk_frames=8", "engine.max_new_tokens=4",
               f"engine.max_context={cap}", f"run.results_root={stream_runs}", "experiment_name=demo_streaming", *unknown]
     cells = [[f"method={m}", f"model.max_frames={f}", *common] for f in frames for m in ["none", *streaming]]
-    elapsed = run_cells(cells, "part 3 cells")
+    elapsed = run_cells(cells, "part 3", out)
     runs = collect(stream_runs)
     print(f"\nretake demo, part 3: streaming, the question asked after the video; max_context = {cap} "
           f"(r={UNKNOWN_RATIO} of the 64-frame video), chunks of 8 frames\n")
@@ -262,17 +432,18 @@ def hybrid_part(args, out: str) -> None:
         print(f"\n(part 2b skipped: no hybrid checkpoint in {args.hybrid_model}; make train-synthetic ARCH=qwen3_5)")
         return
     root = os.path.join(out, "needle_data_64")
-    if not os.path.isdir(root):
-        write_benchmark(os.path.join(root, "needle"), args.needle_samples, seed=1, cfg=NeedleConfig(size=64))
     ratios = tuple(float(r) for r in args.hybrid_ratios.split(","))
-    budgets, _ = needle_budgets(args.hybrid_model, os.path.join(root, "needle"), ratios)
+    with output_to(os.path.join(out, "logs", "setup.log")):
+        if not os.path.isdir(root):
+            write_benchmark(os.path.join(root, "needle"), args.needle_samples, seed=1, cfg=NeedleConfig(size=64))
+        budgets, _ = needle_budgets(args.hybrid_model, os.path.join(root, "needle"), ratios)
     runs_root = os.path.join(out, "hybrid_runs")
     common = ["model=needle_qwen3_5", f"model.pretrained={os.path.abspath(args.hybrid_model)}", "model.device=cpu",
               f"data_root={root}", "dataset=needle", "engine.chunk_frames=16", "engine.max_new_tokens=4",
               f"run.results_root={runs_root}", "experiment_name=demo_hybrid"]
     cells = [["method=none", "engine.max_context=100000", *common]]
     cells += [[f"method={m}", f"engine.max_context={c}", *common] for c in budgets.values() for m in methods]
-    elapsed = run_cells(cells, "part 2b cells")
+    elapsed = run_cells(cells, "part 2b", out)
     runs = collect(runs_root)
     full = float(runs[runs["method"] == "none"]["score"].iloc[0])
     print(f"\nretake demo, part 2b: the same benchmark on a hybrid model ({os.path.basename(args.hybrid_model)}: "

@@ -1,11 +1,15 @@
 """`make demo` (scripts/demo.py), shrunk: Hydra-composed cells through lmms-eval's evaluator
-on the committed needle model, tables read back from the cells' metrics.json files, the
-accuracy-vs-budget plot, and a rerun that skips every finished cell."""
+on the committed needle model, tables read back from the cells' metrics.json files, the plots,
+a terminal that shows one progress bar per part and the tables (each cell's own output in its
+log file), and a rerun that skips every finished cell."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -25,6 +29,13 @@ def run_demo(out) -> str:
            "--streaming-frames", "16,32"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    # the terminal: the parts' progress bars (one per part, the cell as postfix) on stderr, nothing
+    # else (no lmms-eval / transformers / datasets bars or logs); those went to the cells' logs
+    bars = [line for line in re.split(r"[\r\n]+", r.stderr) if line.strip()]
+    assert bars and all(re.match(r"part (1|2|2b|3): +\d+%\|", line) for line in bars), bars[:20]
+    assert {line.split(":")[0] for line in bars} >= {"part 1", "part 2", "part 3"}
+    assert "Loading weights" not in r.stdout and "[retake]" not in r.stdout and "Generating" not in r.stdout
+    assert f"{out}/logs/<part>/<cell>.log" in r.stdout.splitlines()[0]
     return r.stdout
 
 
@@ -113,9 +124,103 @@ def test_demo_runs_cells_and_prints_the_tables(tmp_path):
     assert held[0] == held[1] <= cap + 1e-6 and peak[0] == peak[1]
     none_held = [float(v) for v in stream["none"][1::3]]
     assert none_held[1] == 2 * none_held[0] > held[0] and float(stream["none"][5]) > float(stream["none"][2]) > peak[0]
-    for axis in ("keep", "budget", "prefill"):
-        assert (tmp_path / "plots" / f"needle_qwen2_5_vl__needle__accuracy_vs_{axis}.png").exists()
+    for name in ("accuracy_vs_keep", "accuracy_vs_budget", "accuracy_vs_prefill", "pareto_prefill"):
+        assert (tmp_path / "plots" / f"needle_qwen2_5_vl__needle__{name}.png").exists()
+    # each cell's own output in its log: lmms-eval's bars and the runner's lines
+    logs = tmp_path / "logs"
+    assert sorted(os.listdir(logs / "part1")) == ["adaretake_lvbench.log", "adaretake_videomme.log", "none_lvbench.log",
+                                                  "none_videomme.log"]
+    assert len(os.listdir(logs / "part2")) == len(os.listdir(tmp_path / "needle_runs"))
+    text = (logs / "part2" / "snapkv_C=270_question_unknown.log").read_text()
+    assert "[retake] cell " in text and "needle accuracy =" in text and "Postprocessing" in text
 
     again = run_demo(tmp_path)  # finished cells are skipped: the same tables
     assert again[again.index("part 1:"):again.index(" cells in ")] == out[out.index("part 1:"):out.index(" cells in ")]
     assert rows(again[again.index("part 2:"):again.index("per KV head")], needle) == needle
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("demo_script", os.path.join(ROOT, "scripts", "demo.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_cells_output_goes_to_its_log_and_everything_is_restored(tmp_path, capfd):
+    """What a cell prints, at the file-descriptor level (C libraries) and in Python (prints,
+    sys.stderr, logging handlers, tqdm bars, a handler created during the cell), goes to the log;
+    the terminal's streams and handlers are back afterwards, after an error and a Ctrl-C too."""
+    from tqdm import tqdm
+
+    demo = load_demo()
+    logger = logging.getLogger("test_demo_cell")
+    before = logging.StreamHandler(sys.stderr)
+    logger.addHandler(before)
+    logger.setLevel(logging.INFO)
+    stdout, stderr, inside = sys.stdout, sys.stderr, logging.getLogger("test_demo_cell.inside")
+    made = []
+
+    def cell(i):
+        print(f"print {i}")
+        os.write(1, f"fd1 {i}\n".encode())
+        os.write(2, f"fd2 {i}\n".encode())
+        sys.stderr.write(f"warning {i}\n")  # (what warnings.showwarning does; pytest records real warnings)
+        logger.info(f"logged {i}")
+        for _ in tqdm(range(3), desc=f"bar {i}"):
+            pass
+        if not made:
+            made.append(logging.StreamHandler(sys.stderr))  # a library's handler, made during a cell
+            inside.addHandler(made[0])
+        inside.warning(f"inside {i}")
+
+    capfd.readouterr()
+    path = str(tmp_path / "logs" / "part1" / "c.log")
+    try:
+        with demo.output_to(path):
+            cell(1)
+        for error in (RuntimeError("boom"), KeyboardInterrupt()):
+            with pytest.raises(type(error)):
+                with demo.output_to(path):
+                    cell(2)
+                    raise error
+        captured = capfd.readouterr()
+        assert captured.out == "" and captured.err == ""  # nothing on the terminal
+        text = open(path).read()
+        for i in (1, 2):
+            for line in (f"print {i}", f"fd1 {i}", f"fd2 {i}", f"warning {i}", f"logged {i}", f"bar {i}: 100%",
+                         f"inside {i}"):
+                assert line in text, line
+        assert sys.stdout is stdout and sys.stderr is stderr and before.stream is stderr
+        print("after")
+        inside.warning("after the cell")  # the handler made inside writes to the terminal, not a closed file
+        captured = capfd.readouterr()
+        assert captured.out == "after\n" and "after the cell" in captured.err and "after" not in open(path).read()
+    finally:
+        logger.removeHandler(before)
+        for handler in made:
+            inside.removeHandler(handler)
+
+
+def test_cell_labels_name_what_differs_in_a_part():
+    demo = load_demo()
+    part1 = [["method=none", "dataset=videomme", "engine.max_context=640", "model.max_frames=64"],
+             ["method=snapkv", "dataset=lvbench", "engine.max_context=640", "model.max_frames=64"]]
+    assert demo.cell_labels(part1) == ["none videomme", "snapkv lvbench"]
+    part2 = [["method=none", "engine.max_context=100000"], ["method=snapkv", "engine.max_context=270"],
+             ["method=snapkv", "engine.max_context=270", "engine.question_mode=unknown"],
+             ["method=snapkv", "engine.max_context=270", "method.params.head_selection=shared"]]
+    assert demo.cell_labels(part2) == ["none C=100000", "snapkv C=270", "snapkv C=270 question unknown",
+                                       "snapkv C=270 shared"]
+
+
+def test_a_failing_cell_ends_the_demo_with_one_line_naming_its_log(tmp_path, capfd):
+    demo = load_demo()
+    with pytest.raises(SystemExit) as e:
+        demo.run_cells([["method=nosuchmethod", "dataset=needle", f"run.results_root={tmp_path / 'runs'}"]],
+                       "part 1", str(tmp_path))
+    err = capfd.readouterr().err
+    log = tmp_path / "logs" / "part1" / "nosuchmethod.log"
+    assert e.value.code == 1 and "Traceback" not in err and "Available options" not in err
+    assert f"part 1: cell nosuchmethod failed: MissingConfigException: In 'config': Could not find 'method/nosuchmethod'\n" \
+           f"its output and the traceback: {log}" in err
+    assert "Traceback" in log.read_text() and "Available options in 'method'" in log.read_text()
