@@ -203,7 +203,8 @@ def test_every_setting_is_declared_once_and_settable_everywhere():
     flags = {a.dest for a in ask._actions}
     values = {"engine": {"chunk_frames": 3, "max_context": 999, "max_new_tokens": 5, "max_guide_tokens": 7,
                          "vision_batch_steps": 2, "reforge_positions": True, "offload_features": True,
-                         "question_mode": "unknown", "question_tokens": 11, "fast_paths": False},
+                         "question_mode": "unknown", "question_tokens": 11, "fast_paths": False,
+                         "repetition_penalty": 1.2},
               "sampling": {"fps": 1.5, "max_frames": 8, "max_long_side": 224, "backend": "decord", "resize": "float32",
                            "strict_frames": True, "frame_rule": "count", "min_pixels": 3136, "max_pixels": 6272}}
     for section, cls in (("engine", EngineConfig), ("sampling", SamplingConfig)):

@@ -93,3 +93,26 @@ def test_reforging_needs_the_trained_rule(by_rule):
 def test_a_bad_rule_names_the_valid_ones(tiny_dirs):
     with pytest.raises(ValueError, match="position_rule.*valid: trained, transformers"):
         load_adapter(tiny_dirs["qwen2_5_vl"], dtype="float32", device="cpu", position_rule="hf")
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_decoding_is_transformers_generate(by_rule, sampled, penalty):
+    """`none` under the transformers rule decodes the tokens transformers' own greedy `generate`
+    gives for the same ids and pixels (positions its own), with its repetition penalty (every
+    token of the prompt and of the answer so far: logit / p where positive, x p where not)."""
+    arch = "qwen2_5_vl"
+    ad = by_rule[(arch, "transformers")]
+    inputs, prompt = make_inputs(ad, sampled)
+    n = 8
+    out = Engine(ad, EngineConfig(chunk_frames=4, max_new_tokens=n, repetition_penalty=penalty)).run(
+        inputs, prompt, get_method("none"))
+    ids = prompt.input_ids[None]
+    with torch.no_grad():
+        hf = ad.model.generate(input_ids=ids, pixel_values_videos=inputs.pixel_values,
+                               mm_token_type_ids=(ids == ad.video_token_id).long() * 2, **hf_kwargs(arch, inputs),
+                               max_new_tokens=n, do_sample=False, repetition_penalty=penalty, eos_token_id=None,
+                               min_new_tokens=n)
+    assert out.tokens == hf[0, ids.shape[1]:].tolist()[: len(out.tokens)]
+    if penalty == 1.0:
+        cfg = EngineConfig(chunk_frames=4, max_new_tokens=n, repetition_penalty=None)  # the checkpoint's: none
+        assert Engine(ad, cfg).run(inputs, prompt, get_method("none")).tokens == out.tokens

@@ -127,9 +127,15 @@ class EngineConfig:
     # in the first chunk's forward, and the guide's rows skip the last layer's MLP; False runs
     # every forward in full (the reference the tests compare against)
     fast_paths: bool = True
+    # greedy decoding's repetition penalty, as transformers applies it (a token already in the
+    # prompt or the answer: its logit / p if > 0, else x p); 1: off; null: the checkpoint's
+    # generation_config.json (lmms-eval's wrappers decode with it: protocol=lmms_eval)
+    repetition_penalty: float | None = 1.0
 
     def __post_init__(self):
         _choice(self, "question_mode", QuestionMode, "engine")
+        _check(self.repetition_penalty is None or self.repetition_penalty > 0, "engine.repetition_penalty",
+               f"must be > 0 or null, got {self.repetition_penalty}")
         for key in ("chunk_frames", "max_context", "vision_batch_steps"):
             _check(getattr(self, key) >= 1, f"engine.{key}", f"must be >= 1, got {getattr(self, key)}")
         _check(self.max_new_tokens >= 0, "engine.max_new_tokens", f"must be >= 0, got {self.max_new_tokens}")

@@ -305,6 +305,14 @@ class Engine:
         cache.load_states(states)
         ctx.phase = None
 
+    def repetition_penalty(self) -> float:
+        """``engine.repetition_penalty``, or the checkpoint's generation config's when null."""
+        p = self.config.repetition_penalty
+        if p is None:
+            gen = getattr(self.adapter.model, "generation_config", None)
+            p = getattr(gen, "repetition_penalty", None) or 1.0
+        return float(p)
+
     def needs_proxy(self, method: Method) -> bool:
         """Whether a run of ``method`` needs the proxy prompt (the prompt built with an empty
         question): in question mode ``unknown`` (the budget's text and every guided method's
@@ -602,9 +610,19 @@ class Engine:
         next_pos = int(pos.max()) + 1
         logits = first_logits
         rows = pos.shape[0]
+        penalty = self.repetition_penalty()
+        seen = torch.zeros(first_logits.shape[-1], dtype=torch.bool, device=first_logits.device) if penalty != 1 else None
+        if seen is not None:
+            seen[ids[ids < seen.shape[0]].to(seen.device)] = True
         with profile.part("decode"):
             for _ in range(cfg.max_new_tokens):
+                if seen is not None:  # transformers' RepetitionPenaltyLogitsProcessor
+                    logits = logits.clone()
+                    x = logits[seen]
+                    logits[seen] = torch.where(x > 0, x / penalty, x * penalty)
                 tok = int(logits.argmax())
+                if seen is not None:
+                    seen[tok] = True
                 tokens.append(tok)
                 if tok in eos or len(tokens) == cfg.max_new_tokens:
                     break

@@ -33,7 +33,7 @@ SECTIONS = ("model", "method", "dataset", "sampling", "engine", "run")
 # adds the __s<hash> part
 SETTING_KEYS = ("sampling.fps", "sampling.max_long_side", "sampling.backend", "sampling.resize",
                 "sampling.strict_frames", "engine.chunk_frames", "engine.max_new_tokens", "engine.max_guide_tokens",
-                "engine.question_tokens", "model.system_prompt", "model.position_rule", "model.prompt_layout", "sampling.frame_rule",
+                "engine.question_tokens", "engine.repetition_penalty", "model.system_prompt", "model.position_rule", "model.prompt_layout", "sampling.frame_rule",
                 "sampling.min_pixels", "sampling.max_pixels")
 
 
