@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -40,7 +41,7 @@ def cli_model(tmp_path_factory):
     return d
 
 
-def test_ask_json(cli_model, tmp_path):
+def test_ask_json(cli_model, tmp_path, capsys):
     video = write_test_video(tmp_path / "v.mp4", num_frames=48, size=(90, 160), fps=8)
     r = retake("ask", video, "What moves?", "--model", cli_model, "--max-long-side", "112",
                "--chunk-frames", "4", "--max-new-tokens", "4", "--json")
@@ -52,19 +53,23 @@ def test_ask_json(cli_model, tmp_path):
     assert res["video_tokens"] == 6 * 2 * 4  # 6 grid steps x (56/28 x 112/28) merged tokens
     assert res["kv_tokens_per_layer"] == [res["video_tokens"] + res["text_tokens"]] * 4
     assert res["peak_memory_bytes"] > 0 and res["prefill_seconds"] > 0
-    plain = retake("ask", video, "What moves?", "--model", cli_model, "--max-long-side", "112",
-                   "--chunk-frames", "4", "--max-new-tokens", "4")
+    plain = retake_here(capsys, "ask", video, "What moves?", "--model", cli_model, "--max-long-side", "112",
+                        "--chunk-frames", "4", "--max-new-tokens", "4")
     assert plain.stdout.rstrip("\n") == res["answer"]
 
 
-def test_ask_errors_name_the_problem(cli_model, tmp_path):
-    r = retake("ask", tmp_path / "nope.mp4", "q", "--model", cli_model, check=False)
+def test_ask_errors_name_the_problem(cli_model, tmp_path, capsys):
+    r = retake_here(capsys, "ask", tmp_path / "nope.mp4", "q", "--model", cli_model, check=False)
     assert r.returncode == 2 and "nope.mp4" in r.stderr and "file not found" in r.stderr
     video = write_test_video(tmp_path / "v.mp4", num_frames=8)
-    r = retake("ask", video, "q", "--model", cli_model, "--method", "magic", check=False)
+    r = retake_here(capsys, "ask", video, "q", "--model", cli_model, "--method", "magic", check=False)
     assert r.returncode == 2 and "valid choices" in r.stderr and "none" in r.stderr
-    r = retake("tiny-model", "--arch", "gpt2", tmp_path / "x", check=False)
-    assert r.returncode != 0 and "qwen2_vl" in r.stderr
+    with pytest.raises(SystemExit):  # a choice of the engine's config: argparse names the valid ones
+        retake_here(capsys, "ask", video, "q", "--model", cli_model, "--question-mode", "blind", check=False)
+    assert re.search(r"invalid choice.*aware.*unknown", capsys.readouterr().err)
+    with pytest.raises(SystemExit):  # argparse: an unknown architecture, its choices on stderr
+        retake_here(capsys, "tiny-model", "--arch", "gpt2", tmp_path / "x", check=False)
+    assert "qwen2_vl" in capsys.readouterr().err
 
 
 def test_model_paths_that_are_no_checkpoint_say_what_is_missing(cli_model, tmp_path, capsys):
