@@ -2,13 +2,13 @@
 
 Part 1, the harness on the four benchmarks' layouts: writes a small synthetic benchmark in
 the official layouts of VideoMME, MLVU dev, LongVideoBench val and LVBench
-(``retake.harness.synthetic_data``, real encoded videos), composes one Hydra config per
+(``retake.harness.benchmarks.synthetic``, real encoded videos), composes one Hydra config per
 method x benchmark from ``conf/`` (as ``python -m retake.run`` does) and runs each cell with
 ``run_cell``: lmms-eval's own evaluator, the lmms-eval model ``retake``, the chunked-prefill
 engine, the benchmark's scoring. Those videos mean nothing to the model (its answers are
 near chance): the table shows that every stage runs and every method meets one KV budget.
 
-Part 2, compression quality on the needle benchmark (``retake.synthetic``, held-out seed 1):
+Part 2, compression quality on the needle benchmark (``retake.needle``, held-out seed 1):
 the trained model (``checkpoints/needle_qwen2_5_vl``, ``make train-synthetic``) uncompressed
 at full frames, then every method at keep ratios of about 0.05, 0.1 and 0.25 of the video
 tokens, the ``uniform`` frames baseline at the same budgets included, and every method once
@@ -268,7 +268,7 @@ def main() -> int:
     args = ap.parse_args()
     quiet()
 
-    from retake.harness.synthetic_data import write_synthetic_benchmark
+    from retake.harness.benchmarks.synthetic import write_synthetic_benchmark
     from retake.harness.tables import collect, plot_accuracy
     from retake.methods import get_method
 
@@ -321,7 +321,7 @@ def main() -> int:
         return 0
 
     # -- part 2: the needle benchmark -----------------------------------------------------------
-    from retake.synthetic import write_benchmark
+    from retake.needle import write_benchmark
 
     needle_root = os.path.join(out, "needle_data")
     with output_to(setup_log):
@@ -423,7 +423,7 @@ def hybrid_part(args, out: str) -> None:
     (64 px: the same 2 x 2 tokens per grid step for its 16 px patches), uncompressed and a subset of
     methods (``--hybrid-ratios``)."""
     from retake.harness.tables import collect
-    from retake.synthetic import NeedleConfig, write_benchmark
+    from retake.needle import NeedleConfig, write_benchmark
 
     methods = [m for m in args.hybrid_methods.split(",") if m]
     if not methods:
@@ -463,11 +463,11 @@ def hybrid_part(args, out: str) -> None:
 
 
 def needle_budgets(model: str, data_root: str, ratios=KEEP_RATIOS) -> tuple[dict[float, int], int]:
-    """max_context per keep ratio (``retake.synthetic.max_context_for``) and a needle question's
-    tokens (``retake.synthetic.question_tokens_for``)."""
+    """max_context per keep ratio (``retake.needle.max_context_for``) and a needle question's
+    tokens (``retake.needle.question_tokens_for``)."""
     from retake.harness.datasets import get_dataset
     from retake.models import load_adapter
-    from retake.synthetic import max_context_for, question_tokens_for
+    from retake.needle import max_context_for, question_tokens_for
 
     adapter = load_adapter(model, dtype="float32", device="cpu")
     first = get_dataset("needle").load(data_root)[0]

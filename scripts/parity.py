@@ -73,10 +73,7 @@ def needle_samples(folder: Path, num: int, checkpoint: Path) -> list[dict]:
 
     path = folder / "samples.jsonl"
     if not path.exists():
-        try:
-            from retake.needle import NeedleConfig, write_benchmark
-        except ImportError:  # before the module's rename
-            from retake.synthetic import NeedleConfig, write_benchmark
+        from retake.needle import NeedleConfig, write_benchmark
 
         size = 64 if checkpoint_patch_size(checkpoint) == 16 else 56
         write_benchmark(str(folder), num, seed=1, cfg=NeedleConfig(size=size))

@@ -25,7 +25,7 @@ import pytest
 from retake.harness.files import CellBusy, CellLock, WriteError, write_atomic
 from retake.harness.predictions import open_for_append, rank_files, read_predictions
 from retake.harness.runner import cell_name, resolve_config, run_cell
-from retake.harness.synthetic_data import write_synthetic_benchmark
+from retake.harness.benchmarks.synthetic import write_synthetic_benchmark
 from retake.run import guarded
 from retake.tiny import write_tiny_model
 from retake.video import write_test_video

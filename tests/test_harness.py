@@ -31,7 +31,7 @@ from retake.harness.lmms_model import (
 )
 from retake.harness.runner import cell_name, model_args, resolve_config, run_cell
 from retake.harness.samples import Sample, format_prompt, parse_answer
-from retake.harness.synthetic_data import write_synthetic_benchmark
+from retake.harness.benchmarks.synthetic import write_synthetic_benchmark
 from retake.tiny import write_tiny_model
 
 # one group: under `pytest -n 2 --dist loadgroup` the module's fixtures are built once

@@ -275,7 +275,7 @@ def test_a_cell_through_lmms_eval(tiny, tmp_path):
     """One cell of the synthetic benchmark through lmms-eval's evaluator and the model
     ``retake`` on the tiny checkpoint: every sample answered, metrics agree with the file."""
     from retake.harness.runner import run_cell
-    from retake.harness.synthetic_data import write_synthetic_benchmark
+    from retake.harness.benchmarks.synthetic import write_synthetic_benchmark
     from test_harness import cell
 
     data = write_synthetic_benchmark(tmp_path / "data", formats=("synthetic",), num_videos=2, questions_per_video=2)

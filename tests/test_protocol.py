@@ -143,7 +143,7 @@ def protocol_cells(tmp_path_factory):
 
     from retake.harness.runner import cell_dir, run_cell
     from retake.harness.schema import compose
-    from retake.harness.synthetic_data import write_synthetic_benchmark
+    from retake.harness.benchmarks.synthetic import write_synthetic_benchmark
 
     root = tmp_path_factory.mktemp("protocol")
     data = write_synthetic_benchmark(root / "data", formats=("synthetic",), num_videos=2, questions_per_video=2)

@@ -252,7 +252,7 @@ def test_reforging_refuses_a_whole_video_selection(adapters, clip):
 @pytest.mark.xdist_group("harness")
 def test_reusing_the_compressed_cache_changes_no_answer(tmp_path):
     from retake.harness.runner import cell_name, resolve_config, run_cell
-    from retake.harness.synthetic_data import write_synthetic_benchmark
+    from retake.harness.benchmarks.synthetic import write_synthetic_benchmark
     from retake.tiny import write_tiny_model
 
     tiny = write_tiny_model("qwen2_vl", tmp_path / "tiny", seed=0)

@@ -284,7 +284,7 @@ def test_a_cell_through_lmms_eval(new_dirs, tmp_path):
     import os
 
     from retake.harness.runner import run_cell
-    from retake.harness.synthetic_data import write_synthetic_benchmark
+    from retake.harness.benchmarks.synthetic import write_synthetic_benchmark
 
     data = write_synthetic_benchmark(tmp_path / "data", formats=("synthetic",), num_videos=2, questions_per_video=2)
     cfg = {

@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 
-from retake.harness.synthetic_data import write_synthetic_benchmark
+from retake.harness.benchmarks.synthetic import write_synthetic_benchmark
 from retake.tiny import write_tiny_model
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1",

@@ -16,7 +16,7 @@ def _questions(videos: list[tuple[str, str]], per_video: int) -> list[str]:
     """``per_video`` questions on each ``(uid, video)``: the needle templates in turn (only the
     video's own question has a meaningful answer; accuracy is not what is measured here)."""
     from retake.harness.samples import Sample
-    from retake.synthetic import OPTIONS, QUESTION_TYPES, QUESTIONS
+    from retake.needle import OPTIONS, QUESTION_TYPES, QUESTIONS
 
     out = []
     for k, (uid, video) in enumerate(videos):
@@ -48,7 +48,7 @@ def suite_throughput(args) -> dict:
     - ``long``: the random bench model on ``--video-seconds`` long 360p H.264 videos sampled
       to ``--long-frames`` frames at 224 px (decode-bound, as hour-long LVBench videos are)."""
     from retake.harness.runner import run_cell
-    from retake.synthetic import write_benchmark
+    from retake.needle import write_benchmark
 
     work = tempfile.mkdtemp(prefix="retake_bench_tp_")
     try:
