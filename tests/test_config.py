@@ -238,3 +238,14 @@ def test_the_moved_run_keys_still_work(caplog):
     assert cell_name(resolve_config(old)) == cell_name(resolve_config(new))
     t = typed(old)
     assert t.engine.question_mode == "unknown" and t.engine.offload_features is True
+
+
+def test_every_setting_says_what_it_is():
+    """Each field of the library's sections carries its comment, the one description that
+    ``retake ask --help`` shows too: a new setting without one fails here."""
+    from retake.config import EngineConfig, ModelConfig, SamplingConfig, field_comments
+
+    for cls in (SamplingConfig, EngineConfig, ModelConfig):
+        notes = field_comments(cls)
+        missing = [f.name for f in dataclasses.fields(cls) if not notes.get(f.name)]
+        assert not missing, (cls.__name__, missing)

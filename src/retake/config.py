@@ -76,18 +76,18 @@ def _choice(obj, name: str, cls: type[Choice], section: str) -> None:
 class SamplingConfig:
     """A video file -> the frames a model sees (``retake.video.load_video``)."""
 
-    fps: float = 2.0
-    max_frames: int = 2048
-    max_long_side: int = 448
-    backend: Backend = Backend.pyav  # measured faster than decord (docs/performance.md)
-    resize: Resize = Resize.uint8  # resize kernel (video.RESIZE_KERNELS): uint8 measured faster than float32
+    fps: float = 2.0  # frames sampled per second of video (frame_rule fps)
+    max_frames: int = 2048  # the most frames sampled
+    max_long_side: int = 448  # frames resized so their long side is at most this, never up
+    backend: Backend = Backend.pyav  # the decoder (pyav measured faster: docs/performance.md)
+    resize: Resize = Resize.uint8  # the bicubic resize kernel (uint8 faster; float32 = qwen-vl-utils')
     # refuse a file whose header declares more frames than decode (default: sample over those that do)
     strict_frames: bool = False
-    frame_rule: FrameRule = FrameRule.fps  # FrameRule: fps (the authors') or count (lmms-eval's)
+    frame_rule: FrameRule = FrameRule.fps  # how many frames: fps (the authors') or count (lmms-eval's: max_frames)
     # frame size by pixel area, as qwen-vl-utils sizes a video (lmms-eval's Qwen wrappers; may
-    # upscale) instead of by max_long_side; null, null: max_long_side (the authors')
+    # upscale) instead of by max_long_side; both null: max_long_side (the authors')
     min_pixels: int | None = None
-    max_pixels: int | None = None
+    max_pixels: int | None = None  # (with min_pixels) the largest frame area
 
     def __post_init__(self):
         _choice(self, "backend", Backend, "sampling")
@@ -107,9 +107,9 @@ class SamplingConfig:
 class EngineConfig:
     """The chunked prefill (``retake.engine.Engine``)."""
 
-    chunk_frames: int = 32
+    chunk_frames: int = 32  # frames per prefill chunk (a multiple of the frames per grid step)
     max_context: int = 16384  # the budget: text + kept video tokens per layer
-    max_new_tokens: int = 128
+    max_new_tokens: int = 128  # the longest answer, in tokens (greedy decoding)
     # guide tokens shown with each chunk (the suffix's first ones); None: the whole suffix (the
     # harness's null: the dataset's own, LongVideoBench 152)
     max_guide_tokens: int | None = None
@@ -293,13 +293,47 @@ def to_plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
 
+def field_comments(cls) -> dict[str, str]:
+    """Each field's comment in the class's source (the comment lines just above it and the one
+    after it on its line): the one description of a setting, which ``--help`` shows too."""
+    import inspect
+    import io
+    import tokenize
+
+    out: dict[str, str] = {}
+    above: list[str] = []
+    pending = None  # a field whose line may still carry a trailing comment
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline))
+    except (OSError, TypeError, tokenize.TokenError):
+        return out
+    for i, tok in enumerate(tokens):
+        if tok.type == tokenize.COMMENT:
+            text = tok.string.lstrip("#").strip()
+            if pending is not None and tokens[i - 1].start[0] == tok.start[0]:
+                out[pending] = " ".join([out.get(pending, ""), text]).strip()
+            else:
+                above.append(text)
+        elif tok.type == tokenize.NAME and tok.start[1] == 4 and i + 1 < len(tokens) and tokens[i + 1].string == ":":
+            pending = tok.string
+            if above:
+                out[pending] = " ".join(above)
+            above = []
+        elif tok.type == tokenize.NEWLINE:
+            pass
+        elif tok.type not in (tokenize.NL, tokenize.INDENT, tokenize.DEDENT) and tok.start[1] == 4:
+            above = []
+    return out
+
+
 def add_arguments(parser, cls, skip: tuple[str, ...] = (), defaults: dict | None = None) -> None:
     """One ``--flag`` per field of the dataclass ``cls`` (underscores as dashes), its default and
-    choices the dataclass's; booleans as ``--x`` / ``--no-x``. Parsed values are strings: build
-    the section with :func:`from_strings` (:func:`section_from_args`)."""
+    choices the dataclass's, its help the field's comment; booleans as ``--x`` / ``--no-x``.
+    Parsed values are strings: build the section with :func:`from_strings` (:func:`section_from_args`)."""
     import argparse
 
     hints = _hints(cls)
+    notes = field_comments(cls)
     defaults = defaults or {}
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init:
@@ -308,12 +342,13 @@ def add_arguments(parser, cls, skip: tuple[str, ...] = (), defaults: dict | None
         default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else None)
         flag = "--" + f.name.replace("_", "-")
         base = [a for a in (tp, *typing.get_args(tp)) if a is not type(None)][0]
+        note = notes.get(f.name, "").replace("%", "%%")
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                                dest=f.name, help=f"(default: {default})")
+                                dest=f.name, help=f"{note} (default: {default})".strip())
             continue
         kw: dict[str, Any] = {"dest": f.name, "default": None if default is None else str(to_plain(default)),
-                              "help": f"(default: {to_plain(default)})"}
+                              "help": f"{note} (default: {to_plain(default)})".strip()}
         if isinstance(base, type) and issubclass(base, Enum):
             kw["choices"] = [c.value for c in base]
         parser.add_argument(flag, **kw)
