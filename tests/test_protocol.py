@@ -177,3 +177,10 @@ def test_a_cell_names_its_protocol(protocol_cells):
     rows = collect(os.path.dirname(l_dir))
     row = rows[rows["path"] == l_dir].iloc[0]
     assert row["protocol"] == "lmms_eval" and "protocol=lmms_eval" in row["settings"]
+
+
+def test_the_lmms_eval_protocol_says_where_it_is_not_lmms_evals():
+    from retake.harness.preflight import protocol_warning
+
+    assert protocol_warning("lmms_eval", "qwen2_5_vl") is None and protocol_warning("authors", "internvl") is None
+    assert "its own way" in protocol_warning("lmms_eval", "llava_onevision")

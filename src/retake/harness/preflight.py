@@ -81,12 +81,30 @@ def budget_problem(max_context: int, samples: list[Sample], count: Callable[[str
                   f"{over[longest] + 1} fits every sample")
 
 
+# the model types whose lmms-eval chat wrapper protocol=lmms_eval reproduces (make parity checks
+# Qwen2.5-VL and Qwen3-VL; Qwen3.5 runs through lmms-eval's qwen3_vl wrapper)
+LMMS_EVAL_PROTOCOL_TYPES = ("qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe")
+
+
+def protocol_warning(protocol: str, model_type: str) -> str | None:
+    """A warning when ``protocol=lmms_eval`` meets a family whose lmms-eval wrapper it does not
+    reproduce (it reproduces the Qwen chat wrappers' frames, sizes, prompt and positions)."""
+    if protocol != "lmms_eval" or model_type in LMMS_EVAL_PROTOCOL_TYPES:
+        return None
+    return (f"protocol=lmms_eval reproduces lmms-eval's Qwen chat wrappers ({', '.join(LMMS_EVAL_PROTOCOL_TYPES)}); "
+            f"this model is {model_type!r}, whose lmms-eval wrapper samples, sizes and prompts its own way: "
+            "the cell has lmms-eval's Qwen inputs, not that wrapper's (docs/harness.md, \"Protocols\")")
+
+
 def check_budget(cfg, samples: list[Sample], log=print) -> None:
     """Raise ValueError (one line) when ``engine.max_context`` leaves no sample room for its
     video; warn when it leaves some without. Reads the tokenizer, never the weights."""
     if not samples:
         return
     adapter = weightless_adapter(str(cfg.model.pretrained))
+    note = protocol_warning(str(cfg.get("protocol", "authors")), adapter.model.config.model_type)
+    if note:
+        log(f"WARNING: {note}")
     error, warning = budget_problem(int(cfg.engine.max_context), samples,
                                     text_counter(adapter, cfg.model.get("system_prompt")),
                                     str(cfg.engine.question_mode), int(cfg.engine.question_tokens))
