@@ -6,7 +6,10 @@ Registered through the entry-point group ``lmms_eval.models`` (``pyproject.toml`
 is :func:`manifests`; ``retake.harness.runner`` passes an instance to ``simple_evaluate``.
 
 - model_args arrive from the command line as strings (or already typed from Python) and are
-  converted here; unknown names fail with the valid ones.
+  parsed into the cell config's own dataclasses (:func:`parse_model_args`: ``retake.config``'s
+  ``ModelConfig``, ``SamplingConfig``, ``EngineConfig`` and the run section); every field of
+  those is a model arg under its own name; unknown names fail with the valid ones. The runner
+  skips the strings: it passes the typed sections (``RetakeLMM(args=ModelArgs(...))``).
 - One request at a time, greedy decoding (the engine has no sampling): a task's
   ``max_new_tokens`` is honoured, ``temperature`` / ``do_sample`` / ``until`` are not.
 - A failed sample (missing or corrupt video, ``sys.exit`` in a task's ``doc_to_visual``, any
