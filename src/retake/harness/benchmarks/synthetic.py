@@ -144,10 +144,16 @@ class _Plan:
     def answer(self, q: int, n_options: int) -> int:
         return int(self._order[q]) % n_options
 
-    def questions(self):
-        """``(q, video index, question index within the video, video name)``."""
+    def questions(self, place=None):
+        """``(q, video index, question index within the video, video name)``; ``place(i, name)``:
+        the path each video is written to, before its first question is given."""
+        placed = set()
         for q, (i, j) in enumerate(self.items):
-            yield q, i, j, self.media.name(i)
+            name = self.media.name(i)
+            if place is not None and i not in placed:
+                self.media.place(i, place(i, name))
+                placed.add(i)
+            yield q, i, j, name
 
     def duration(self, i: int) -> float:
         return self.media.frames / self.media.fps
@@ -173,11 +179,8 @@ def _dump_lines(path: str, rows: list) -> None:
 
 
 def _write_synthetic(data_root: str, plan: _Plan) -> None:
-    rows, placed = [], set()
-    for q, i, j, name in plan.questions():
-        if i not in placed:
-            plan.media.place(i, os.path.join(data_root, "videos", f"{name}.mp4"))
-            placed.add(i)
+    rows = []
+    for q, i, j, name in plan.questions(lambda i, name: os.path.join(data_root, "videos", f"{name}.mp4")):
         options = _options(q, 4)
         sample = Sample(
             uid=f"syn-{q}", video=f"videos/{name}.mp4", question=_question(i, j), options=options,
@@ -188,11 +191,8 @@ def _write_synthetic(data_root: str, plan: _Plan) -> None:
 
 
 def _write_videomme(data_root: str, plan: _Plan) -> None:
-    rows, placed = [], set()
-    for q, i, j, name in plan.questions():
-        if i not in placed:
-            plan.media.place(i, os.path.join(data_root, "videos", f"{name}.mp4"))
-            placed.add(i)
+    rows = []
+    for q, i, j, name in plan.questions(lambda i, name: os.path.join(data_root, "videos", f"{name}.mp4")):
         options = _options(q, 4)
         rows.append({
             "video_id": f"{i + 1:03d}",
@@ -214,12 +214,9 @@ def _write_mlvu_dev(data_root: str, plan: _Plan) -> None:
     """Video i belongs to type i % 7, so with few videos some types are empty (empty files)."""
     types = scoring.MLVU_DEV_TYPES
     per_file: dict[str, list] = {t: [] for t in types}
-    placed = set()
-    for q, i, j, name in plan.questions():
+    place = lambda i, name: os.path.join(data_root, "video", types[i % len(types)], f"{name}.mp4")  # noqa: E731
+    for q, i, j, name in plan.questions(place):
         qtype = types[i % len(types)]
-        if i not in placed:
-            plan.media.place(i, os.path.join(data_root, "video", qtype, f"{name}.mp4"))
-            placed.add(i)
         options = _options(q, 4)
         per_file[qtype].append({
             "video": f"{name}.mp4", "duration": plan.duration(i), "question": _question(i, j),
@@ -230,11 +227,8 @@ def _write_mlvu_dev(data_root: str, plan: _Plan) -> None:
 
 
 def _write_mlvu_test(data_root: str, plan: _Plan) -> None:
-    rows, placed, counter = [], set(), {}
-    for q, i, j, name in plan.questions():
-        if i not in placed:
-            plan.media.place(i, os.path.join(data_root, "video", f"{name}.mp4"))
-            placed.add(i)
+    rows, counter = [], {}
+    for q, i, j, name in plan.questions(lambda i, name: os.path.join(data_root, "video", f"{name}.mp4")):
         qtype = scoring.MLVU_TEST_TYPES[i % len(scoring.MLVU_TEST_TYPES)]
         n = counter[qtype] = counter.get(qtype, -1) + 1
         rows.append({
@@ -264,9 +258,8 @@ def _write_lvb(data_root: str, plan: _Plan) -> None:
     """option0..option4; every odd question leaves option4 "N/A" (4 options). Answers cycle
     over A-D so that both kinds stay balanced."""
     rows, subs = [], {}
-    for q, i, j, name in plan.questions():
+    for q, i, j, name in plan.questions(lambda i, name: os.path.join(data_root, "videos", f"{name}.mp4")):
         if i not in subs:
-            plan.media.place(i, os.path.join(data_root, "videos", f"{name}.mp4"))
             subs[i] = _subtitle_file(data_root, i, name)
         n = 5 if q % 2 == 0 else 4
         options = _options(q, n) + ["N/A"] * (5 - n)
@@ -284,9 +277,8 @@ def _write_lvbench(data_root: str, plan: _Plan) -> None:
     """Questions carry their options as "(A) ..." lines; every third question has two types."""
     names = list(scoring.LVBENCH_TYPES)
     videos: dict[int, dict] = {}
-    for q, i, j, name in plan.questions():
+    for q, i, j, name in plan.questions(lambda i, name: os.path.join(data_root, "videos", f"{name}.mp4")):
         if i not in videos:
-            plan.media.place(i, os.path.join(data_root, "videos", f"{name}.mp4"))
             videos[i] = {"key": name, "type": ("cartoon", "sports", "documentary")[i % 3], "qa": []}
         options = _options(q, 4)
         types = [names[q % len(names)]] + ([names[(q + 1) % len(names)]] if q % 3 == 0 else [])
