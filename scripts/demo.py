@@ -353,10 +353,7 @@ def main() -> int:
              f"{float(full.iloc[0]):.1f}", _mean(none, "efficiency/prefill_seconds/mean", "{:.3f}")]]
     for m in needle_methods:
         sub = known[known["method"] == m].set_index("max_context")
-        cols = []
-        for c in budgets.values():
-            cols += [f"{sub.loc[c, 'score']:.1f}" if c in sub.index else "-",
-                     _mean(sub.loc[[c]] if c in sub.index else sub.iloc[0:0], "efficiency/achieved_keep_ratio/mean", "{:.3f}")]
+        cols = budget_columns(sub, budgets)
         cols.append(f"{blind.loc[m, 'score']:.1f}" if m in blind.index else "-")
         rows.append([m, *cols, _mean(sub, "efficiency/prefill_seconds/mean", "{:.3f}")])
     print_table(["method", *[x for r, c in budgets.items() for x in (f"r={r} (C={c})", "keep")],
@@ -451,12 +448,7 @@ def hybrid_part(args, out: str) -> None:
           f"{args.needle_samples} questions at 64 px; accuracy in %\n")
     rows = [["none (all tokens)", *[x for _ in budgets for x in (f"{full:.1f}", "1.000")]]]
     for m in methods:
-        sub = runs[runs["method"] == m].set_index("max_context")
-        cols = []
-        for c in budgets.values():
-            cols += [f"{sub.loc[c, 'score']:.1f}" if c in sub.index else "-",
-                     _mean(sub.loc[[c]] if c in sub.index else sub.iloc[0:0], "efficiency/achieved_keep_ratio/mean", "{:.3f}")]
-        rows.append([m, *cols])
+        rows.append([m, *budget_columns(runs[runs["method"] == m].set_index("max_context"), budgets)])
     print_table(["method", *[x for r, c in budgets.items() for x in (f"r={r} (C={c})", "keep")]], rows)
     state = _mean(runs, "efficiency/recurrent_state_bytes/mean", "{:.0f}", scale=1 / 1024)
     print(f"the linear layers' fixed state: {state} KiB beside the KV\n\n{len(cells)} cells in {elapsed:.0f} s under {runs_root}")
@@ -472,6 +464,16 @@ def needle_budgets(model: str, data_root: str, ratios=KEEP_RATIOS) -> tuple[dict
     adapter = load_adapter(model, dtype="float32", device="cpu")
     first = get_dataset("needle").load(data_root)[0]
     return {r: max_context_for(adapter, first, r) for r in ratios}, question_tokens_for(adapter, first)
+
+
+def budget_columns(sub, budgets: dict) -> list[str]:
+    """Per budget: the accuracy and achieved keep ratio of the cell at that max_context (``sub``:
+    one method's collect() rows indexed by max_context); "-" where the cell is missing."""
+    cols = []
+    for c in budgets.values():
+        cols += [f"{sub.loc[c, 'score']:.1f}" if c in sub.index else "-",
+                 _mean(sub.loc[[c]] if c in sub.index else sub.iloc[0:0], "efficiency/achieved_keep_ratio/mean", "{:.3f}")]
+    return cols
 
 
 def _mean(cells, column: str, fmt: str, scale: float = 1.0) -> str:
