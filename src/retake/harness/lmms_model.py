@@ -240,19 +240,6 @@ class RetakeLMM(lmms):
         self.states = StateReuse() if run.reuse_cache and self.engine.question_mode == "unknown" else None
         self.input_wait_seconds = 0.0  # time spent waiting for a video to be decoded
 
-    @classmethod
-    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "RetakeLMM":
-        """``lmms-eval --model retake --model_args ...``: the string is parsed by the dataclasses
-        (:func:`parse_model_args`), not by lmms-eval's guesses at types."""
-        kwargs = {}
-        for part in filter(None, _split_args(arg_string)):
-            name, sep, value = part.partition("=")
-            if not sep:
-                raise ValueError(f"model_args: {part!r} is not name=value")
-            kwargs[name.strip()] = value
-        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
-        return cls(**extra, **kwargs)
-
     @property
     def device(self) -> torch.device:
         return self._device
@@ -393,21 +380,6 @@ class RetakeLMM(lmms):
             with writing(path):
                 self._out = open(path, "ab", buffering=0)
         append_bytes(self._out.fileno(), path, (json.dumps(record, default=str) + "\n").encode("utf-8"))
-
-
-def _split_args(text: str) -> list[str]:
-    """``a=1,b={"x":1,"y":2},c=3`` -> its parts: commas inside a JSON object or list do not split."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts]
 
 
 def manifests():
