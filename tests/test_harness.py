@@ -497,7 +497,7 @@ def test_lmms_eval_command_line_runs_the_model(bench, reference, tmp_path):
             "max_context": 1024, "chunk_frames": 4, "max_frames": 8, "max_long_side": 56,
             "predictions": str(tmp_path / "cli")}
     exe = os.path.join(os.path.dirname(sys.executable), "lmms-eval")
-    cmd = [exe, "--model", "retake", "--model_args", model_args_string(args), "--tasks", "retake_synthetic",
+    cmd = [exe, "--model", "retake", "--model_args", model_args_string(parse_model_args(args)), "--tasks", "retake_synthetic",
            "--include_path", task_dir, "--gen_kwargs", "max_new_tokens=3", "--output_path", str(tmp_path / "out")]
     done = subprocess.run(cmd, env=ENV, check=False, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0 and "retake_accuracy" in done.stdout, done.stderr[-3000:]
